@@ -1,0 +1,228 @@
+"""Postroom settings: the environment is read here and nowhere else.
+
+A laptop needs no environment at all: SQLite and a file-system broker under var/, and keys
+generated there once. Production sets DEBUG=false and must then supply real secrets.
+Every key is listed, with its default, in .env.example and README.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from channels_app import devkeys
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def envsecret(name: str, default: str | None = None) -> str | None:
+    """NAME, or the contents of the file named by NAME_FILE (Docker secrets)."""
+    if path := env.str(f"{name}_FILE", default=""):
+        return Path(path).read_text().strip()
+    return env.str(name, default=default)
+
+
+# --- Core -----------------------------------------------------------------------------------
+
+DEBUG = env.bool("DEBUG", default=True)
+VAR_DIR = Path(env.str("POSTROOM_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+SECRET_KEY = envsecret("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. With DEBUG off Postroom needs a real one: set SECRET_KEY "
+            "(or SECRET_KEY_FILE) to a long random string."
+        )
+    SECRET_KEY = devkeys.load_or_create(VAR_DIR / "secret_key", devkeys.new_secret_key)
+
+# Fernet keys for secrets at rest, newest first, comma separated. The first encrypts;
+# all of them decrypt, so a key can be rotated with `manage.py rotate_secrets`.
+POSTROOM_ENCRYPTION_KEYS = [
+    k.strip() for k in (envsecret("POSTROOM_ENCRYPTION_KEYS") or "").split(",") if k.strip()
+]
+if not POSTROOM_ENCRYPTION_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "POSTROOM_ENCRYPTION_KEYS is not set. With DEBUG off Postroom needs the Fernet key "
+            "that encrypts mailbox passwords and tokens: generate one with `python -c 'from "
+            "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`."
+        )
+    POSTROOM_ENCRYPTION_KEYS = [
+        devkeys.load_or_create(VAR_DIR / "encryption_key", devkeys.new_fernet_key)
+    ]
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+POSTROOM_BASE_URL = env.str("POSTROOM_BASE_URL", default="http://127.0.0.1:8000")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.forms",
+    "django_celery_beat",
+    "mailboxes",
+    "cases",
+    "pollers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "channels_app.urls"
+WSGI_APPLICATION = "channels_app.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Widgets render from templates/ too (the secret widget lives in templates/mailboxes/).
+FORM_RENDERER = "django.forms.renderers.TemplatesSetting"
+
+# --- Database -------------------------------------------------------------------------------
+# SQLite is shared by web, worker and beat: WAL lets readers run beside the writer, IMMEDIATE
+# transactions take the write lock up front (no deadlock on lock upgrade), and the timeout
+# waits for it instead of failing with "database is locked".
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'postroom.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+    # A file, not :memory:, so tests may use threads and subprocesses against one database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Auth, i18n, static, media -------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "static"
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+MEDIA_URL = "media/"
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
+    CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+
+# --- Celery ---------------------------------------------------------------------------------
+# The default broker is a pair of folders under var/: no service to install on a laptop.
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("queue", "processed", "control"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
+        "store_processed": False,
+    }
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+
+# --- Postroom -------------------------------------------------------------------------------
+
+POSTROOM_ADMIN_USER = env.str("POSTROOM_ADMIN_USER", default="admin")
+POSTROOM_ADMIN_EMAIL = env.str("POSTROOM_ADMIN_EMAIL", default="admin@localhost")
+POSTROOM_ADMIN_PASSWORD = envsecret("POSTROOM_ADMIN_PASSWORD", default="")
+
+# Flows: what happens to each received email (seed 002's "flow schema"). One dict of dotted
+# paths, imported only when a message is processed; a deployment adds its own with
+# POSTROOM_EXTRA_FLOWS='{"name": ["Label", "Description", "package.module.handler"]}'.
+POSTROOM_FLOWS = {
+    "create_case": (
+        "Create case",
+        "Create a case for a new conversation, or add the email to its case (default).",
+        "cases.flows.create_case",
+    ),
+    **{k: tuple(v) for k, v in env.json("POSTROOM_EXTRA_FLOWS", default={}).items()},
+}
+
+# Deployment-wide OAuth apps: a Google or Microsoft channel with no client ID of its own
+# uses these, so an administrator connects a mailbox with a name and an address only.
+POSTROOM_GOOGLE_CLIENT_ID = env.str("POSTROOM_GOOGLE_CLIENT_ID", default="")
+POSTROOM_GOOGLE_CLIENT_SECRET = envsecret("POSTROOM_GOOGLE_CLIENT_SECRET", default="")
+POSTROOM_MICROSOFT_CLIENT_ID = env.str("POSTROOM_MICROSOFT_CLIENT_ID", default="")
+POSTROOM_MICROSOFT_CLIENT_SECRET = envsecret("POSTROOM_MICROSOFT_CLIENT_SECRET", default="")
+
+# Hosts an administrator enters are resolved and refused when they fall in these networks, so
+# "test connection" cannot probe the Postroom host or the cloud's metadata service.
+# Operators may add private ranges (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7).
+POSTROOM_BLOCKED_NETWORKS = env.list(
+    "POSTROOM_BLOCKED_NETWORKS",
+    default=[
+        "0.0.0.0/8",  # "this host": connects to loopback on Linux
+        "127.0.0.0/8",
+        "::1/128",
+        "169.254.0.0/16",  # link-local, including 169.254.169.254 metadata
+        "fe80::/10",
+        "100.100.100.200/32",  # Alibaba Cloud metadata
+        "fd00:ec2::254/128",  # AWS metadata over IPv6
+    ],
+)
+POSTROOM_SENDGRID_API_URL = env.str("POSTROOM_SENDGRID_API_URL", default="https://api.sendgrid.com")
+POSTROOM_CONNECT_TIMEOUT = env.float("POSTROOM_CONNECT_TIMEOUT", default=15.0)
+
+# --- Logging --------------------------------------------------------------------------------
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "stream": sys.stderr, "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}

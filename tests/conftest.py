@@ -1,0 +1,7 @@
+"""Shared fixtures. The real servers live in tests/servers/, one module each."""
+
+pytest_plugins = [
+    "tests.browser",
+    "tests.servers.dovecot",
+    "tests.servers.smtp",
+]
