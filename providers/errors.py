@@ -1,0 +1,102 @@
+"""Typed errors with a sentence an administrator can act on, and a `permanent` flag.
+
+`permanent` answers "will retrying without a configuration change help?": a refused password
+stays refused, a timeout may pass. Callers take channels offline on permanent errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Enough of a server's reply to recognise it; some servers answer with a whole page.
+MAX_SERVER_TEXT = 200
+
+
+class ProviderError(Exception):
+    kind: str = "error"
+    permanent: bool = False
+
+    def __init__(self, message: str, *, permanent: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if permanent is not None:
+            self.permanent = permanent
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Celery pickles errors; keep a per-instance `permanent` across the trip.
+        return (type(self), (self.message,), {"permanent": self.permanent})
+
+
+class AuthenticationFailed(ProviderError):
+    kind = "auth"
+    permanent = True
+
+
+class HostNotFound(ProviderError):
+    kind = "host_not_found"
+    permanent = True
+
+
+class ConnectionRefused(ProviderError):
+    kind = "port_closed"
+
+
+class ConnectionTimedOut(ProviderError):
+    kind = "timeout"
+
+
+class TLSFailed(ProviderError):
+    kind = "tls"
+    permanent = True
+
+
+class CertificateUntrusted(ProviderError):
+    kind = "certificate"
+    permanent = True
+
+
+class FolderMissing(ProviderError):
+    kind = "folder_missing"
+    permanent = True
+
+
+class AddressBlocked(ProviderError):
+    kind = "blocked"
+    permanent = True
+
+
+class ProtocolError(ProviderError):
+    kind = "protocol"
+
+
+def server_said(reply: str | bytes | None, *secrets: str) -> str:
+    """A server's reply made safe to show: decoded, one line, shortened, secrets removed.
+
+    A server has no business echoing a password, but a broken one might; never pass it on.
+    """
+    if reply is None:
+        return ""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    text = " ".join(text.split())
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    if len(text) > MAX_SERVER_TEXT:
+        text = text[: MAX_SERVER_TEXT - 1] + "…"
+    return text
+
+
+def auth_refused(
+    host: str, reply: str | bytes | None, *secrets: str, permanent: bool = True
+) -> AuthenticationFailed:
+    """The same advice for every protocol: most refusals at big providers need app passwords."""
+    said = server_said(reply, *secrets)
+    detail = f" (server said: {said})" if said else ""
+    return AuthenticationFailed(
+        f"{host} refused the username or password{detail}. Check them; Gmail and Microsoft "
+        "need an app password or OAuth2.",
+        permanent=permanent,
+    )
