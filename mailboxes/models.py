@@ -1,0 +1,283 @@
+"""One email channel (Mailbox) and its aliases.
+
+Fields follow the five product pages in shared/seeds: identity and listen (000, 002, 003),
+incoming and outgoing servers (000, 004), authentication (001, 002), handling and filtering (001),
+the flow (002), status (003). Secrets are EncryptedTextFields and never leave through a form.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models.functions import Lower
+
+from mailboxes.fields import EncryptedTextField
+
+MIN_REFRESH_SECONDS = 30
+DEFAULT_REFRESH_SECONDS = 60
+DEFAULT_END_OF_MESSAGE_MARKER = "##- Please type your reply above this line -##"
+PORT_VALIDATORS = [MinValueValidator(1), MaxValueValidator(65535)]
+
+
+def new_channel_id() -> str:
+    """A short, stable, unguessable public id, e.g. "em-3kq9zt7w2d"."""
+    alphabet = "23456789abcdefghjkmnpqrstuvwxyz"
+    return "em-" + "".join(secrets.choice(alphabet) for _ in range(10))
+
+
+class Security(models.TextChoices):
+    NONE = "none", "None (plain text)"
+    STARTTLS = "starttls", "STARTTLS"
+    SSL = "ssl", "SSL/TLS"
+
+
+class Mailbox(models.Model):
+    class Protocol(models.TextChoices):
+        IMAP = "imap", "IMAP"
+        POP3 = "pop3", "POP3"
+
+    class ServerType(models.TextChoices):
+        SMTP = "smtp", "SMTP"
+        SENDGRID = "sendgrid", "SendGrid"
+
+    class AuthType(models.TextChoices):
+        BASIC = "basic", "Basic (password)"
+        OAUTH2 = "oauth2", "OAuth2"
+
+    class OAuthProvider(models.TextChoices):
+        GOOGLE = "google", "Google"
+        MICROSOFT = "microsoft", "Microsoft"
+        CUSTOM = "custom", "Custom / OpenID provider"
+
+    class GrantType(models.TextChoices):
+        AUTHORIZATION_CODE = "authorization_code", "Authorization Code"
+
+    class Status(models.TextChoices):
+        UNCHECKED = "unchecked", "Not checked"
+        OK = "ok", "Working"
+        WARNING = "warning", "Warning"
+        ERROR = "error", "Error"
+
+    # Identity
+    name = models.CharField(max_length=100, unique=True)
+    channel_id = models.CharField(
+        "channel ID", max_length=20, unique=True, default=new_channel_id, editable=False
+    )
+    description = models.TextField(blank=True)
+    enabled = models.BooleanField(
+        "online", default=True, help_text="Untick to take the channel offline without deleting it."
+    )
+    email_address = models.EmailField("email address", max_length=254)
+    from_name = models.CharField(
+        "from name", max_length=100, blank=True, help_text="Display name customers see."
+    )
+    reply_to = models.EmailField("reply-to address", blank=True)
+    preset = models.CharField(max_length=20, blank=True, default="generic")
+
+    # Incoming
+    listen = models.BooleanField(
+        "receive emails",
+        default=True,
+        help_text="Untick for an outbound-only channel: no incoming server is needed.",
+    )
+    protocol = models.CharField(max_length=4, choices=Protocol.choices, default=Protocol.IMAP)
+    incoming_host = models.CharField("incoming host", max_length=253, blank=True)
+    incoming_port = models.PositiveIntegerField(
+        "incoming port", null=True, blank=True, validators=PORT_VALIDATORS
+    )
+    incoming_security = models.CharField(
+        "incoming security", max_length=8, choices=Security.choices, default=Security.SSL
+    )
+    username = models.CharField(
+        max_length=254, blank=True, help_text="Defaults to the email address."
+    )
+    password = EncryptedTextField(help_text="An app password works where 2-step sign-in is on.")
+    folder = models.CharField("mailbox folder", max_length=200, default="INBOX")
+    sent_folder = models.CharField(
+        "sent folder name",
+        max_length=200,
+        blank=True,
+        default="Sent",
+        help_text="IMAP only. Gmail files sent mail itself in [Gmail]/Sent Mail.",
+    )
+    copy_to_sent = models.BooleanField(
+        "copy sent mail to the sent folder",
+        default=True,
+        help_text="Off for providers that file sent mail themselves (Gmail, Microsoft).",
+    )
+    refresh_interval = models.PositiveIntegerField(
+        "refresh interval (seconds)",
+        default=DEFAULT_REFRESH_SECONDS,
+        validators=[MinValueValidator(MIN_REFRESH_SECONDS)],
+    )
+    trust_self_signed = models.BooleanField(
+        "trust a self-signed certificate",
+        default=False,
+        help_text="Only for servers you control: the certificate is then not verified.",
+    )
+
+    # Outgoing
+    server_type = models.CharField(
+        "outgoing server type", max_length=8, choices=ServerType.choices, default=ServerType.SMTP
+    )
+    smtp_host = models.CharField("SMTP host", max_length=253, blank=True)
+    smtp_port = models.PositiveIntegerField(
+        "SMTP port", null=True, blank=True, validators=PORT_VALIDATORS
+    )
+    smtp_security = models.CharField(
+        "SMTP security", max_length=8, choices=Security.choices, default=Security.STARTTLS
+    )
+    smtp_username = models.CharField(
+        "SMTP username", max_length=254, blank=True, help_text="Defaults to the incoming username."
+    )
+    smtp_password = EncryptedTextField(
+        "SMTP password", help_text="Leave empty to use the incoming password."
+    )
+    sendgrid_api_token = EncryptedTextField("SendGrid API token")
+
+    # Authentication
+    auth_type = models.CharField(
+        "authentication type", max_length=8, choices=AuthType.choices, default=AuthType.BASIC
+    )
+    oauth_provider = models.CharField(
+        "OAuth provider", max_length=10, choices=OAuthProvider.choices, blank=True
+    )
+    oauth_client_id = models.CharField(
+        "client ID",
+        max_length=255,
+        blank=True,
+        help_text="Google and Microsoft: leave empty to use the deployment's app.",
+    )
+    oauth_client_secret = EncryptedTextField("client secret")
+    oauth_scope = models.CharField("scope", max_length=500, blank=True)
+    oauth_grant_type = models.CharField(
+        "grant type",
+        max_length=20,
+        choices=GrantType.choices,
+        default=GrantType.AUTHORIZATION_CODE,
+    )
+    oauth_auth_url = models.URLField("auth URL", max_length=500, blank=True)
+    oauth_token_url = models.URLField("access token URL", max_length=500, blank=True)
+    oauth_redirect_uri = models.URLField(
+        "redirect URI",
+        max_length=500,
+        blank=True,
+        help_text="Leave empty to use Postroom's own callback.",
+    )
+    oauth_discovery_url = models.URLField(
+        "discovery URL",
+        max_length=500,
+        blank=True,
+        help_text="OpenID Connect discovery document, e.g. https://…/.well-known/openid-configuration",
+    )
+    oauth_login = models.CharField(
+        "login",
+        max_length=254,
+        blank=True,
+        help_text="The account that signs in; defaults to the email address.",
+    )
+    oauth_tenant = models.CharField(
+        "Microsoft tenant",
+        max_length=100,
+        blank=True,
+        default="common",
+        help_text="common, organizations, or your tenant ID.",
+    )
+
+    # Email handling (seed 001)
+    case_response_template = models.TextField(
+        "case response template",
+        blank=True,
+        help_text="Wraps an agent's reply. Django template language: {{ reply }}, {{ case }}, "
+        "{{ contact }}, {{ agent }}, {{ channel }}.",
+    )
+    attachments_allowed = models.BooleanField(
+        "attachments", default=True, help_text="Keep up to 5 attachments per message."
+    )
+    process_task_replies = models.BooleanField("process task replies", default=False)
+    end_of_message_marker = models.CharField(
+        "end of message marker",
+        max_length=200,
+        blank=True,
+        default=DEFAULT_END_OF_MESSAGE_MARKER,
+        help_text="Shown at the top of mail Postroom sends; replies are cut above it.",
+    )
+
+    # Email filtering (seed 001)
+    allow_new_case = models.BooleanField(
+        "allow new case to be created",
+        default=True,
+        help_text="Untick to accept only replies to existing cases.",
+    )
+    auto_ack_template = models.TextField(
+        "auto acknowledgement template",
+        blank=True,
+        help_text="Sent once per new case. Empty: no acknowledgement.",
+    )
+    sender_filter = models.TextField(
+        "sender email address filter",
+        blank=True,
+        help_text="One rule per line: an address, @domain or pattern (*@example.com). "
+        "Prefix with ! to refuse. With any allow rule, other senders are refused.",
+    )
+    confirm_unknown_senders = models.BooleanField(
+        "confirm unknown senders (prevent spam)",
+        default=False,
+        help_text="Ask unknown senders to confirm they are a person before a case is created.",
+    )
+    create_contact_for_unknown = models.BooleanField(
+        "create new contact for unknown senders", default=True
+    )
+    flow = models.CharField(
+        "flow",
+        max_length=50,
+        default="create_case",
+        help_text="What happens to each received email.",
+    )
+
+    # Status (seed 003: grey / green / amber / red)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.UNCHECKED)
+    status_message = models.CharField(max_length=500, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_message_count = models.PositiveIntegerField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "email channel"
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(Lower("email_address"), name="mailbox_unique_address"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def login_username(self) -> str:
+        return self.username or self.email_address
+
+
+class Alias(models.Model):
+    """Another address and display name a channel may send from (seed 000)."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="aliases")
+    address = models.EmailField("alias address")
+    display_name = models.CharField("alias name", max_length=100, blank=True)
+
+    class Meta:
+        verbose_name_plural = "aliases"
+        ordering = ["address"]
+        constraints = [
+            models.UniqueConstraint(
+                "mailbox", Lower("address"), name="alias_unique_address_per_mailbox"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.display_name} <{self.address}>" if self.display_name else self.address

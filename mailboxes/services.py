@@ -1,0 +1,194 @@
+"""Workflows on channels: test the connection, take online/offline, rotate secrets.
+
+Views, admin actions, tasks and commands parse input and call these.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from django.apps import apps
+from django.conf import settings
+from django.db import models, transaction
+from django.utils import timezone
+
+from mailboxes.fields import EncryptedTextField
+from mailboxes.models import Mailbox
+from providers.checks import incoming_check, sendgrid_check, smtp_check
+from providers.config import (
+    Credentials,
+    IncomingSettings,
+    MailboxCheck,
+    NetworkPolicy,
+    SendGridSettings,
+    ServerAddress,
+    SmtpSettings,
+)
+from providers.errors import ProviderError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ConnectionReport:
+    """What "test connection" found: the folder's count, and errors by side."""
+
+    check: MailboxCheck | None = None
+    errors: dict[str, ProviderError] = field(default_factory=dict)  # "incoming" / "outgoing"
+    notes: list[str] = field(default_factory=list)  # what was not tested, and why
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self, mailbox: Mailbox) -> str:
+        if self.errors:
+            return " ".join(f"{side.capitalize()}: {err}" for side, err in self.errors.items())
+        parts = []
+        if self.check is not None:
+            parts.append(f"{self.check.message_count} messages in {mailbox.folder}.")
+        if not self.notes:
+            parts.append("The outgoing server accepted the login.")
+        return " ".join(parts + self.notes)
+
+
+def network_policy() -> NetworkPolicy:
+    return NetworkPolicy.from_strings(settings.POSTROOM_BLOCKED_NETWORKS)
+
+
+def mailbox_incoming_settings(*, mailbox: Mailbox) -> IncomingSettings:
+    server = ServerAddress(
+        host=mailbox.incoming_host,
+        port=mailbox.incoming_port,
+        security=mailbox.incoming_security,
+        trust_self_signed=mailbox.trust_self_signed,
+        timeout=settings.POSTROOM_CONNECT_TIMEOUT,
+    )
+    credentials = Credentials(username=mailbox.login_username, password=mailbox.password)
+    return IncomingSettings(mailbox.protocol, server, credentials, folder=mailbox.folder)
+
+
+def mailbox_smtp_settings(*, mailbox: Mailbox) -> SmtpSettings:
+    server = ServerAddress(
+        host=mailbox.smtp_host,
+        port=mailbox.smtp_port,
+        security=mailbox.smtp_security,
+        trust_self_signed=mailbox.trust_self_signed,
+        timeout=settings.POSTROOM_CONNECT_TIMEOUT,
+    )
+    username = mailbox.smtp_username or mailbox.login_username
+    password = mailbox.smtp_password or mailbox.password
+    credentials = Credentials(username=username, password=password) if password else None
+    return SmtpSettings(server, credentials)
+
+
+def mailbox_sendgrid_settings(*, mailbox: Mailbox) -> SendGridSettings:
+    return SendGridSettings(
+        api_token=mailbox.sendgrid_api_token, api_url=settings.POSTROOM_SENDGRID_API_URL
+    )
+
+
+def mailbox_probe(*, mailbox: Mailbox) -> ConnectionReport:
+    """Log in to the channel's servers as configured (saved or not) and report; writes nothing."""
+    report = ConnectionReport()
+    if mailbox.auth_type == Mailbox.AuthType.OAUTH2:
+        report.notes.append("Not connected yet: OAuth2 channels connect after signing in.")
+        return report
+    policy = network_policy()
+    if mailbox.listen:
+        try:
+            report.check = incoming_check(mailbox_incoming_settings(mailbox=mailbox), policy)
+        except ProviderError as err:
+            report.errors["incoming"] = err
+    try:
+        if mailbox.server_type == Mailbox.ServerType.SENDGRID:
+            sendgrid_check(mailbox_sendgrid_settings(mailbox=mailbox))
+        else:
+            smtp_check(mailbox_smtp_settings(mailbox=mailbox), policy)
+    except ProviderError as err:
+        report.errors["outgoing"] = err
+    return report
+
+
+def mailbox_test_connection(*, mailbox: Mailbox) -> ConnectionReport:
+    """Probe a saved channel and record the outcome on its row (status colour, count, error)."""
+    report = mailbox_probe(mailbox=mailbox)
+    mailbox_record_check(mailbox=mailbox, report=report)
+    return report
+
+
+def mailbox_record_check(*, mailbox: Mailbox, report: ConnectionReport) -> None:
+    now = timezone.now()
+    fields = status_fields(mailbox=mailbox, report=report, now=now)
+    # .update(), not .save(): a stale instance must never overwrite an administrator's edit.
+    Mailbox.objects.filter(pk=mailbox.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(mailbox, name, value)
+    if report.errors:
+        logger.info(
+            "channel %s: connection test failed (%s)",
+            mailbox.channel_id,
+            ", ".join(err.kind for err in report.errors.values()),
+        )
+
+
+def status_fields(*, mailbox: Mailbox, report: ConnectionReport, now) -> dict:
+    """Green when every tested side logged in, amber when nothing could be tested, else red."""
+    fields = {"last_checked_at": now, "status_message": report.summary(mailbox)[:500]}
+    if report.check is not None:
+        fields["last_message_count"] = report.check.message_count
+    if report.errors:
+        fields.update(
+            status=Mailbox.Status.ERROR, last_error=report.summary(mailbox), last_error_at=now
+        )
+    elif report.notes:
+        fields["status"] = Mailbox.Status.WARNING
+    else:
+        fields["status"] = Mailbox.Status.OK
+    return fields
+
+
+def mailbox_set_online(*, mailbox: Mailbox, online: bool) -> ConnectionReport | None:
+    """Take a channel offline at once; online only after its connection test passes."""
+    if not online:
+        Mailbox.objects.filter(pk=mailbox.pk).update(enabled=False)
+        mailbox.enabled = False
+        return None
+    report = mailbox_test_connection(mailbox=mailbox)
+    if report.ok:
+        Mailbox.objects.filter(pk=mailbox.pk).update(enabled=True)
+        mailbox.enabled = True
+    return report
+
+
+def mailbox_delete_summary(*, mailbox: Mailbox) -> list[tuple[str, int, bool]]:
+    """(what, how many, deleted with the channel?) for every kind of row that points here.
+
+    Generic over relations, so mailboxes need not know which apps keep rows about channels.
+    """
+    rows = []
+    for relation in Mailbox._meta.related_objects:
+        manager = relation.related_model._default_manager
+        count = manager.filter(**{relation.field.name: mailbox}).count()
+        if count:
+            name = str(relation.related_model._meta.verbose_name_plural)
+            rows.append((name, count, relation.on_delete is models.CASCADE))
+    return rows
+
+
+def secrets_rotate() -> int:
+    """Re-encrypt every stored secret under the newest key; return how many were rewritten."""
+    rewritten = 0
+    for model in apps.get_app_config("mailboxes").get_models():
+        names = [f.name for f in model._meta.fields if isinstance(f, EncryptedTextField)]
+        if not names:
+            continue
+        with transaction.atomic():
+            for obj in model.objects.select_for_update().only("pk", *names):
+                # Reading decrypted with whichever key fits; writing encrypts with the newest.
+                values = {name: getattr(obj, name) for name in names if getattr(obj, name)}
+                if values:
+                    model.objects.filter(pk=obj.pk).update(**values)
+                    rewritten += len(values)
+    return rewritten
