@@ -210,6 +210,12 @@ POSTROOM_BLOCKED_NETWORKS = env.list(
     ],
 )
 POSTROOM_SENDGRID_API_URL = env.str("POSTROOM_SENDGRID_API_URL", default="https://api.sendgrid.com")
+# Raw messages up to this size sit in their database row; larger ones go to file storage.
+POSTROOM_RAW_INLINE_MAX = env.int("POSTROOM_RAW_INLINE_MAX", default=256 * 1024)
+# A poll holds its channel's lease this long between renewals (after every batch); a crashed
+# worker's channel is polled again once it expires.
+POSTROOM_POLL_LEASE_SECONDS = env.int("POSTROOM_POLL_LEASE_SECONDS", default=300)
+POSTROOM_POLL_MAX_BACKOFF_SECONDS = env.int("POSTROOM_POLL_MAX_BACKOFF_SECONDS", default=3600)
 POSTROOM_CONNECT_TIMEOUT = env.float("POSTROOM_CONNECT_TIMEOUT", default=15.0)
 
 # --- Logging --------------------------------------------------------------------------------

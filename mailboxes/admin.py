@@ -16,8 +16,11 @@ from django.views.decorators.http import require_POST
 from mailboxes.forms import FIELD_GROUPS, SECRET_FIELDS, AliasForm, MailboxForm
 from mailboxes.models import Alias, Mailbox
 from mailboxes.services import (
+    CURSOR_FIELDS,
     ConnectionReport,
+    mailbox_cursor_reset,
     mailbox_delete_summary,
+    mailbox_fetch_now,
     mailbox_set_online,
     mailbox_test_connection,
 )
@@ -63,7 +66,7 @@ class MailboxAdmin(admin.ModelAdmin):
         "last_checked_at",
         "last_message_count",
     ]
-    actions = ["take_online", "take_offline", "test_connection"]
+    actions = ["take_online", "take_offline", "test_connection", "fetch_now"]
     save_on_top = True
     # An administrator typing "accounts.example.com/token" means https, never http.
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
@@ -114,6 +117,9 @@ class MailboxAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
+        moved = [name for name in CURSOR_FIELDS if name in form.changed_data]
+        if change and moved and obj.listen:
+            messages.info(request, mailbox_cursor_reset(mailbox=obj, changed=moved))
         for warning in form.warnings:
             messages.warning(request, warning)
         if form.report is not None:
@@ -144,6 +150,18 @@ class MailboxAdmin(admin.ModelAdmin):
         for mailbox in queryset:
             self._report(request, mailbox, mailbox_test_connection(mailbox=mailbox))
 
+    @admin.action(description="Fetch now", permissions=["change"])
+    def fetch_now(self, request, queryset):
+        polled = [m for m in queryset if m.is_polled]
+        for mailbox in polled:
+            mailbox_fetch_now(mailbox=mailbox)
+        skipped = len(queryset) - len(polled)
+        messages.success(
+            request,
+            f"Fetching {len(polled)} channel(s) now."
+            + (f" {skipped} offline or outbound-only skipped." if skipped else ""),
+        )
+
     def _report(self, request: HttpRequest, mailbox: Mailbox, report: ConnectionReport) -> None:
         level = (
             messages.SUCCESS
@@ -155,9 +173,11 @@ class MailboxAdmin(admin.ModelAdmin):
     # --- Extra pages: the "Test connection" button on a channel's page --------------------
 
     def get_urls(self):
-        view = self.admin_site.admin_view(self.test_connection_view)
+        test_view = self.admin_site.admin_view(self.test_connection_view)
+        fetch_view = self.admin_site.admin_view(self.fetch_now_view)
         return [
-            path("<int:pk>/test-connection/", view, name="mailboxes_mailbox_test_connection"),
+            path("<int:pk>/test-connection/", test_view, name="mailboxes_mailbox_test_connection"),
+            path("<int:pk>/fetch-now/", fetch_view, name="mailboxes_mailbox_fetch_now"),
             *super().get_urls(),
         ]
 
@@ -167,6 +187,20 @@ class MailboxAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request, mailbox):
             raise PermissionDenied
         self._report(request, mailbox, mailbox_test_connection(mailbox=mailbox))
+        return HttpResponseRedirect(reverse("admin:mailboxes_mailbox_change", args=[pk]))
+
+    @method_decorator(require_POST)
+    def fetch_now_view(self, request, pk: int):
+        mailbox = get_object_or_404(Mailbox, pk=pk)
+        if not self.has_change_permission(request, mailbox):
+            raise PermissionDenied
+        if mailbox.is_polled:
+            mailbox_fetch_now(mailbox=mailbox)
+            messages.success(request, f"{mailbox.name}: fetching now.")
+        else:
+            messages.warning(
+                request, f"{mailbox.name} is offline or outbound-only: nothing to fetch."
+            )
         return HttpResponseRedirect(reverse("admin:mailboxes_mailbox_change", args=[pk]))
 
     # --- Delete: name the channel and count what it holds, never list every row -----------

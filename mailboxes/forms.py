@@ -188,6 +188,7 @@ class MailboxForm(forms.ModelForm):
         self._default_ports(data)
         if data.get("listen"):
             self._require(data, INCOMING_REQUIRED, "when the channel receives emails")
+            self._clean_after_import(data)
         if data.get("server_type") == Mailbox.ServerType.SMTP:
             self._require(data, SMTP_REQUIRED, "to send through SMTP")
         elif data.get("server_type") == Mailbox.ServerType.SENDGRID:
@@ -198,6 +199,22 @@ class MailboxForm(forms.ModelForm):
             self._require(data, ["password"], "to sign in to the incoming server")
         self._warn_port_security(data)
         return data
+
+    def _clean_after_import(self, data) -> None:
+        action = data.get("after_import")
+        imap_only = (Mailbox.AfterImport.SEEN, Mailbox.AfterImport.MOVE)
+        if action in imap_only and data.get("protocol") == Mailbox.Protocol.POP3:
+            self.add_error("after_import", "POP3 can only leave mail on the server or delete it.")
+        if action == Mailbox.AfterImport.MOVE:
+            self._require(data, ["move_to_folder"], "to move imported mail")
+            if (data.get("move_to_folder") or "").casefold() == (
+                data.get("folder") or ""
+            ).casefold():
+                self.add_error(
+                    "move_to_folder",
+                    "Moving mail into the folder it is read from "
+                    "would import it again: choose another folder.",
+                )
 
     def _require(self, data, names, why: str) -> None:
         for name in names:

@@ -14,7 +14,8 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from mailboxes.fields import EncryptedTextField
-from mailboxes.models import Mailbox
+from mailboxes.models import KnownUidl, Mailbox
+from mailboxes.signals import poll_requested
 from providers.checks import incoming_check, sendgrid_check, smtp_check
 from providers.config import (
     Credentials,
@@ -160,6 +161,32 @@ def mailbox_set_online(*, mailbox: Mailbox, online: bool) -> ConnectionReport | 
         Mailbox.objects.filter(pk=mailbox.pk).update(enabled=True)
         mailbox.enabled = True
     return report
+
+
+CURSOR_FIELDS = ("protocol", "incoming_host", "username", "folder")
+
+
+def mailbox_fetch_now(*, mailbox: Mailbox) -> None:
+    """Seed 000's refresh: poll this channel at once (after the current transaction commits)."""
+    transaction.on_commit(lambda: poll_requested.send(sender=Mailbox, mailbox_id=mailbox.pk))
+
+
+def mailbox_cursor_reset(*, mailbox: Mailbox, changed: list[str]) -> str:
+    """Another server, account or folder: start "from now on" there, and say so."""
+    labels = ", ".join(str(Mailbox._meta.get_field(name).verbose_name) for name in changed)
+    note = f"{labels.capitalize()} changed: mail from now on will be fetched at the next poll"
+    with transaction.atomic():
+        Mailbox.objects.filter(pk=mailbox.pk).update(
+            uidvalidity=None,
+            last_uid=None,
+            cursor_set_at=None,
+            rescan_through_uid=None,
+            cursor_note=note,
+            next_poll_at=timezone.now(),
+        )
+        KnownUidl.objects.filter(mailbox=mailbox).delete()
+    mailbox_fetch_now(mailbox=mailbox)
+    return note
 
 
 def mailbox_delete_summary(*, mailbox: Mailbox) -> list[tuple[str, int, bool]]:

@@ -72,6 +72,24 @@ class ProtocolError(ProviderError):
     kind = "protocol"
 
 
+class MessageUnreadable(ProviderError):
+    """One message the server would not hand over; the channel and the messages behind it are
+    fine, so the caller records this one as failed (by `uidl`) and reads on."""
+
+    kind = "message_unreadable"
+
+    def __init__(
+        self, message: str, *, uidl: str = "", reason: str = "", permanent: bool | None = None
+    ) -> None:
+        super().__init__(message, permanent=permanent)
+        self.uidl = uidl
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = {"permanent": self.permanent, "uidl": self.uidl, "reason": self.reason}
+        return (type(self), (self.message,), state)
+
+
 def server_said(reply: str | bytes | None, *secrets: str) -> str:
     """A server's reply made safe to show: decoded, one line, shortened, secrets removed.
 

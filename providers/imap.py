@@ -65,6 +65,10 @@ class GuardedIMAPClient(IMAPClient):
     def _create_IMAP4(self) -> imaplib.IMAP4:
         return _GuardedIMAP4(self._server, self._policy)
 
+    @property
+    def server(self) -> ServerAddress:
+        return self._server
+
 
 @contextlib.contextmanager
 def imap_connect(settings: IncomingSettings, policy: NetworkPolicy) -> Iterator[IMAPClient]:

@@ -59,6 +59,10 @@ class GuardedPOP3(poplib.POP3):
         with contextlib.suppress(OSError):
             super().close()
 
+    @property
+    def server(self) -> ServerAddress:
+        return self._server
+
 
 @contextlib.contextmanager
 def pop3_connect(settings: IncomingSettings, policy: NetworkPolicy) -> Iterator[poplib.POP3]:
@@ -131,6 +135,8 @@ def _stls(client: poplib.POP3, server: ServerAddress) -> None:
 
 
 def _quit(client: poplib.POP3) -> None:
+    if client.sock is None:
+        return  # already quit (Pop3Maildrop.quit) or closed
     # Not swallowed: -ERR or silence at QUIT may mean the DELEs were not applied.
     try:
         client.quit()

@@ -30,6 +30,20 @@ from providers.errors import (
 logger = logging.getLogger(__name__)
 
 
+class _SMTP(aiosmtplib.SMTP):
+    """aiosmtplib.SMTP that drops the connection at once when it closes.
+
+    close() would start a TLS shutdown that waits for the server's close_notify; when
+    smtp_check's event loop ends first, the socket leaks. After QUIT (or a failure) there
+    is nothing left to protect, so abort.
+    """
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        super().close()
+
+
 def smtp_check(settings: SmtpSettings, policy: NetworkPolicy) -> None:
     """Connect, EHLO, TLS as configured, AUTH if there are credentials, QUIT.
 
@@ -97,7 +111,7 @@ async def mapped_errors(server: ServerAddress, *secrets: str) -> AsyncIterator[N
 
 async def _open(server: ServerAddress, policy: NetworkPolicy) -> aiosmtplib.SMTP:
     sock = await asyncio.to_thread(netguard.connect, server, policy)
-    client = aiosmtplib.SMTP(
+    client = _SMTP(
         hostname=server.host,  # for SNI and the certificate check only: we bring the socket
         sock=sock,
         use_tls=server.security == "ssl",

@@ -3,5 +3,6 @@
 pytest_plugins = [
     "tests.browser",
     "tests.servers.dovecot",
+    "tests.servers.proxy",
     "tests.servers.smtp",
 ]

@@ -241,6 +241,21 @@ class Dovecot:
         os.rename(tmp, target)
         return target
 
+    def renumber(self, user: MailUser, folder: str = "INBOX") -> int:
+        """Make Dovecot forget the folder's UIDs, as a server restored from backup does: a new
+        UIDVALIDITY, and every message a new UID (RFC 3501 2.3.1.1). Returns the new value."""
+        box = self.folder_dir(user, folder)
+        uidlist = box / "dovecot-uidlist"
+        new = int(uidlist.read_text().split()[1][1:]) + 1
+        for index in [*box.glob("dovecot.index*"), *user.maildir.glob("dovecot.list.index*")]:
+            index.unlink()
+        fd = os.open(uidlist, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, f"3 V{new} N1\n".encode())
+        finally:
+            os.close(fd)
+        return new
+
     def folder_dir(self, user: MailUser, folder: str) -> Path:
         """The Maildir++ directory of an IMAP folder name: INBOX is the Maildir itself."""
         if folder.upper() == "INBOX":

@@ -267,3 +267,15 @@ def test_it_keeps_users_mail_and_ports_across_a_restart(
     assert dovecot.ports == ports
     assert dovecot.folder_uids(mail_user) == [uid]
     assert dovecot.fetch_raw(mail_user, uid) == CRLF_MESSAGE
+
+
+def test_renumber_gives_the_folder_a_new_uidvalidity_and_keeps_the_mail(dovecot, mail_user):
+    for n in range(2):
+        dovecot.deliver(mail_user, f"Subject: {n}\r\n\r\nbody\r\n".encode())
+    with dovecot.imap(mail_user) as client:
+        before = client.select_folder("INBOX")[b"UIDVALIDITY"]
+    new = dovecot.renumber(mail_user)
+    with dovecot.imap(mail_user) as client:
+        after = client.select_folder("INBOX")
+    assert after[b"UIDVALIDITY"] == new != before
+    assert after[b"EXISTS"] == 2

@@ -17,6 +17,7 @@ from mailboxes.fields import EncryptedTextField
 
 MIN_REFRESH_SECONDS = 30
 DEFAULT_REFRESH_SECONDS = 60
+DEFAULT_MAX_MESSAGE_BYTES = 25 * 2**20
 DEFAULT_END_OF_MESSAGE_MARKER = "##- Please type your reply above this line -##"
 PORT_VALIDATORS = [MinValueValidator(1), MaxValueValidator(65535)]
 
@@ -53,6 +54,12 @@ class Mailbox(models.Model):
 
     class GrantType(models.TextChoices):
         AUTHORIZATION_CODE = "authorization_code", "Authorization Code"
+
+    class AfterImport(models.TextChoices):
+        LEAVE = "leave", "Leave on the server"
+        SEEN = "seen", "Mark as read (IMAP)"
+        MOVE = "move", "Move to a folder (IMAP)"
+        DELETE = "delete", "Delete from the server"
 
     class Status(models.TextChoices):
         UNCHECKED = "unchecked", "Not checked"
@@ -111,6 +118,21 @@ class Mailbox(models.Model):
         "refresh interval (seconds)",
         default=DEFAULT_REFRESH_SECONDS,
         validators=[MinValueValidator(MIN_REFRESH_SECONDS)],
+    )
+    after_import = models.CharField(
+        "after import",
+        max_length=8,
+        choices=AfterImport.choices,
+        default=AfterImport.LEAVE,
+        help_text="What happens on the server once a message is safely stored in Postroom.",
+    )
+    move_to_folder = models.CharField(
+        "move to folder", max_length=200, blank=True, help_text="IMAP: where imported mail goes."
+    )
+    max_message_size = models.PositiveIntegerField(
+        "size cap (bytes)",
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        help_text="Larger messages are kept as headers plus a note, never dropped.",
     )
     trust_self_signed = models.BooleanField(
         "trust a self-signed certificate",
@@ -245,6 +267,26 @@ class Mailbox(models.Model):
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_message_count = models.PositiveIntegerField(null=True, blank=True)
 
+    # Polling: the dispatcher claims rows whose next poll is due; a lease keeps polls of one
+    # channel from overlapping; "poll again" records a wake-up that found the lease held.
+    next_poll_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    poll_again = models.BooleanField(default=False)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    last_poll_stored = models.PositiveIntegerField(null=True, blank=True)
+    last_poll_duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    # Cursor: where "new mail" starts. Empty means "not connected yet": the next poll sets it to
+    # the folder's present end, so connecting never imports (or deletes) years of history.
+    uidvalidity = models.BigIntegerField(null=True, blank=True)
+    last_uid = models.BigIntegerField(null=True, blank=True)
+    cursor_set_at = models.DateTimeField(null=True, blank=True)
+    cursor_note = models.CharField(max_length=300, blank=True)
+    # After a UIDVALIDITY change, UIDs up to here are checked against what is already stored.
+    rescan_through_uid = models.BigIntegerField(null=True, blank=True)
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -261,6 +303,10 @@ class Mailbox(models.Model):
     @property
     def login_username(self) -> str:
         return self.username or self.email_address
+
+    @property
+    def is_polled(self) -> bool:
+        return self.enabled and self.listen
 
 
 class Alias(models.Model):

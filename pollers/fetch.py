@@ -1,0 +1,238 @@
+"""The fetch loops: what is new on the server is stored, then acted on, then processed.
+
+Order per batch (DESIGN.md, "An inbound email"): fetch → store and advance the cursor in one
+commit → renew the lease → only then mark seen / move / delete on the server → process.
+A crash anywhere before the server action loses nothing; the next poll finishes the action.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from providers.imap_folder import ImapFolder
+from providers.pop3_maildrop import Pop3Maildrop, Pop3Message
+
+from mailboxes.models import InboundMessage, Mailbox
+from mailboxes.services import mailbox_incoming_settings, network_policy
+from mailboxes.storage import (
+    Fetched,
+    cursor_start,
+    known_uidls_replace,
+    messages_store,
+    pending_server_actions,
+    pop3_seen_uidls,
+    server_actions_done,
+)
+from providers.errors import MessageUnreadable, ProviderError
+from providers.imap import imap_connect
+from providers.pop3 import pop3_connect
+
+logger = logging.getLogger(__name__)
+POP3_BATCH_BYTES = 8 * 2**20
+POP3_BATCH_COUNT = 200
+
+
+@dataclass
+class PollOutcome:
+    stored: list[int] = field(default_factory=list)  # InboundMessage ids
+    # An after-import action that failed: mail was stored, but the server is not tidy.
+    action_error: ProviderError | None = None
+
+
+@dataclass(frozen=True)
+class PollContext:
+    mailbox: Mailbox
+    renew: Callable[[], None]  # renew the lease; raises LeaseLost
+    process: Callable[[list[InboundMessage]], None]  # run the pipeline on stored rows
+
+
+def mailbox_fetch(ctx: PollContext) -> PollOutcome:
+    if ctx.mailbox.protocol == Mailbox.Protocol.POP3:
+        return _pop3_fetch(ctx)
+    return _imap_fetch(ctx)
+
+
+# --- IMAP -----------------------------------------------------------------------------------
+
+
+def _imap_fetch(ctx: PollContext) -> PollOutcome:
+    mailbox, outcome = ctx.mailbox, PollOutcome()
+    readonly = mailbox.after_import == Mailbox.AfterImport.LEAVE
+    with imap_connect(mailbox_incoming_settings(mailbox=mailbox), network_policy()) as client:
+        folder = ImapFolder(client, mailbox.folder, readonly=readonly)
+        state = folder.state
+        if mailbox.cursor_set_at is None or mailbox.uidvalidity is None:
+            _imap_start_cursor(mailbox, folder)
+            return outcome
+        if state.uidvalidity != mailbox.uidvalidity:
+            _imap_uidvalidity_changed(mailbox, folder)
+        outcome.action_error = _imap_finish_actions(mailbox, folder)
+        uids = folder.uids_after(mailbox.last_uid or 0)
+        sizes = folder.sizes(uids)
+        for batch in folder.batches(uids, sizes):
+            rows = _imap_store_batch(mailbox, folder, batch)
+            ctx.renew()
+            outcome.action_error = _imap_act(mailbox, folder, rows) or outcome.action_error
+            outcome.stored += [row.pk for row in rows]
+            ctx.process(rows)
+    return outcome
+
+
+def _imap_start_cursor(mailbox: Mailbox, folder: ImapFolder) -> None:
+    state = folder.state
+    top = (state.uidnext or (max(folder.all_uids(), default=0) + 1)) - 1
+    cursor_start(
+        mailbox=mailbox,
+        uidvalidity=state.uidvalidity,
+        last_uid=top,
+        note=f"Connected to {mailbox.folder}: mail from now on; the {state.exists} message(s) "
+        "already there were left as they are",
+    )
+
+
+def _imap_uidvalidity_changed(mailbox: Mailbox, folder: ImapFolder) -> None:
+    """RFC 3501 2.3.1.1: old UIDs mean nothing now. Rescan the folder; what is already
+    stored is recognised by Message-ID, size and sha256 and not stored twice."""
+    through = max(folder.all_uids(), default=0)
+    old = mailbox.uidvalidity
+    Mailbox.objects.filter(pk=mailbox.pk).update(
+        uidvalidity=folder.state.uidvalidity,
+        last_uid=0,
+        rescan_through_uid=through,
+        cursor_note=f"The server renumbered {mailbox.folder} (UIDVALIDITY {old} → "
+        f"{folder.state.uidvalidity}); rescanned, already-stored mail recognised",
+    )
+    mailbox.uidvalidity, mailbox.last_uid = folder.state.uidvalidity, 0
+    mailbox.rescan_through_uid = through
+    logger.warning(
+        "channel %s: UIDVALIDITY changed from %s to %s; rescanning",
+        mailbox.channel_id,
+        old,
+        folder.state.uidvalidity,
+    )
+
+
+def _imap_store_batch(mailbox: Mailbox, folder: ImapFolder, batch: Sequence[int]):
+    fetched = [
+        Fetched(
+            raw=m.raw, size=m.size, uid=m.uid, server_date=m.internaldate, truncated=m.truncated
+        )
+        for m in folder.fetch(batch, max_size=mailbox.max_message_size)
+    ]
+    return messages_store(
+        mailbox=mailbox,
+        uidvalidity=mailbox.uidvalidity,
+        fetched=fetched,
+        checkpoint_uid=max(batch),
+    )
+
+
+def _imap_finish_actions(mailbox: Mailbox, folder: ImapFolder) -> ProviderError | None:
+    if mailbox.after_import == Mailbox.AfterImport.LEAVE:
+        return None
+    return _imap_act(mailbox, folder, pending_server_actions(mailbox=mailbox))
+
+
+def _imap_act(mailbox: Mailbox, folder: ImapFolder, rows) -> ProviderError | None:
+    """Run the after-import action on committed rows; an error is reported, mail stays safe."""
+    rows = [row for row in rows if not row.server_action_done]
+    if not rows:
+        return None
+    uids = [row.uid for row in rows]
+    action = mailbox.after_import
+    try:
+        if action == Mailbox.AfterImport.SEEN:
+            folder.mark_seen(uids)
+        elif action == Mailbox.AfterImport.MOVE:
+            folder.move(uids, mailbox.move_to_folder)
+        elif action == Mailbox.AfterImport.DELETE:
+            folder.delete(uids)
+    except ProviderError as err:
+        return err
+    server_actions_done(message_ids=[row.pk for row in rows])
+    return None
+
+
+# --- POP3 -----------------------------------------------------------------------------------
+
+
+def _pop3_fetch(ctx: PollContext) -> PollOutcome:
+    mailbox, outcome = ctx.mailbox, PollOutcome()
+    with pop3_connect(mailbox_incoming_settings(mailbox=mailbox), network_policy()) as client:
+        maildrop = Pop3Maildrop(client)
+        listing = maildrop.messages()
+        if mailbox.cursor_set_at is None:
+            known_uidls_replace(mailbox=mailbox, uidls=[m.uidl for m in listing])
+            cursor_start(
+                mailbox=mailbox,
+                uidvalidity=None,
+                last_uid=None,
+                note=f"Connected: mail from now on; the {len(listing)} message(s) already on the "
+                "server were left as they are",
+            )
+            return outcome
+        seen = pop3_seen_uidls(mailbox=mailbox)
+        for batch in _pop3_batches([m for m in listing if m.uidl not in seen]):
+            rows = _pop3_store_batch(mailbox, maildrop, batch)
+            ctx.renew()
+            outcome.stored += [row.pk for row in rows]
+            ctx.process(rows)
+        outcome.action_error = _pop3_act(mailbox, maildrop, listing)
+    return outcome
+
+
+def _pop3_batches(messages: list[Pop3Message]):
+    batch, total = [], 0
+    for message in messages:
+        if batch and (total + message.size > POP3_BATCH_BYTES or len(batch) >= POP3_BATCH_COUNT):
+            yield batch
+            batch, total = [], 0
+        batch.append(message)
+        total += message.size
+    if batch:
+        yield batch
+
+
+def _pop3_store_batch(mailbox: Mailbox, maildrop: Pop3Maildrop, batch: list[Pop3Message]):
+    fetched, unreadable = [], {}
+    for message in batch:
+        try:
+            got = maildrop.retrieve(message, max_size=mailbox.max_message_size)
+        except MessageUnreadable as err:
+            # Recorded as failed by its UIDL and skipped; it never blocks the ones behind it.
+            unreadable[message.uidl] = str(err)
+            fetched.append(Fetched(raw=b"", size=message.size, uidl=message.uidl))
+            continue
+        fetched.append(Fetched(raw=got.raw, size=got.size, uidl=got.uidl, truncated=got.truncated))
+    rows = messages_store(mailbox=mailbox, uidvalidity=None, fetched=fetched)
+    for row in rows:
+        if row.uidl in unreadable:
+            _mark_unreadable(row, unreadable[row.uidl])
+    return [row for row in rows if row.uidl not in unreadable]
+
+
+def _mark_unreadable(row: InboundMessage, reason: str) -> None:
+    # Never delete from the server what could not be read: the action counts as done.
+    InboundMessage.objects.filter(pk=row.pk).update(
+        outcome=InboundMessage.Outcome.FAILED,
+        server_action_done=True,
+        outcome_reason=f"The server could not hand this message over: {reason}",
+    )
+
+
+def _pop3_act(mailbox: Mailbox, maildrop: Pop3Maildrop, listing) -> ProviderError | None:
+    """Delete committed messages (RFC 1939: DELE takes effect at QUIT), or just QUIT."""
+    to_delete = []
+    if mailbox.after_import == Mailbox.AfterImport.DELETE:
+        by_uidl = {m.uidl: m for m in listing}
+        pending = [r for r in pending_server_actions(mailbox=mailbox) if r.uidl in by_uidl]
+        to_delete = [(r.pk, by_uidl[r.uidl]) for r in pending]
+    try:
+        maildrop.delete(m for _, m in to_delete)
+        maildrop.quit()
+    except ProviderError as err:
+        return err
+    server_actions_done(message_ids=[pk for pk, _ in to_delete])
+    return None

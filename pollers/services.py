@@ -1,0 +1,63 @@
+"""Polling a channel: lease, fetch, record the outcome, release."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+
+from cases.services import inbound_process_many
+from mailboxes.models import Mailbox
+from pollers.fetch import PollContext, mailbox_fetch
+from pollers.leases import lease_acquire, lease_owner_new, lease_release, lease_renew
+from pollers.schedule import poll_record_failure, poll_record_success
+from providers.errors import ProviderError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PollResult:
+    ran: bool  # False: another worker holds the channel (a "poll again" mark was left)
+    stored: int = 0
+    again: bool = False  # a wake-up arrived meanwhile: poll once more
+    error: str = ""
+
+
+def mailbox_poll(*, mailbox_id: int) -> PollResult:
+    mailbox = Mailbox.objects.filter(pk=mailbox_id, enabled=True, listen=True).first()
+    if mailbox is None:
+        return PollResult(ran=False)  # deleted, offline or outbound-only since it was queued
+    owner = lease_owner_new()
+    if not lease_acquire(mailbox_id=mailbox_id, owner=owner):
+        return PollResult(ran=False)
+    try:
+        mailbox.refresh_from_db()  # what the lease now protects
+        result = _poll_leased(mailbox, owner)
+    finally:
+        again = lease_release(mailbox_id=mailbox_id, owner=owner)
+    return replace(result, again=again)
+
+
+def _poll_leased(mailbox: Mailbox, owner: str) -> PollResult:
+    started = time.monotonic()
+    ctx = PollContext(
+        mailbox=mailbox,
+        renew=lambda: lease_renew(mailbox_id=mailbox.pk, owner=owner),
+        process=lambda rows: inbound_process_many(message_ids=[row.pk for row in rows]),
+    )
+    stored = 0
+    try:
+        outcome = mailbox_fetch(ctx)
+        stored = len(outcome.stored)
+        if outcome.action_error:
+            raise outcome.action_error
+    except ProviderError as err:
+        poll_record_failure(mailbox=mailbox, error=err, duration_ms=_ms(started), stored=stored)
+        return PollResult(ran=True, stored=stored, error=str(err))
+    poll_record_success(mailbox=mailbox, stored=stored, duration_ms=_ms(started))
+    return PollResult(ran=True, stored=stored)
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
