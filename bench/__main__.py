@@ -1,17 +1,26 @@
-"""Run every benchmark in bench/ (or those named: `python -m bench parse`)."""
+"""Run every benchmark in bench/ (or those named: `python -m bench parse`).
+
+Options after the names go to those benchmarks: `python -m bench ingest --n 500`.
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-BENCHMARKS = ["parse"]
+BENCHMARKS = ["parse", "ingest"]
 
 
-def main(names: list[str]) -> None:
+def main(args: list[str]) -> None:
+    split = next((i for i, arg in enumerate(args) if arg.startswith("-")), len(args))
+    names, options = args[:split], args[split:]
     for name in names or BENCHMARKS:
         print(f"== bench/{name}.py")
-        importlib.import_module(f"bench.{name}").main()
+        run = importlib.import_module(f"bench.{name}").main
+        if options:
+            run(options)
+        else:
+            run()
         print()
 
 

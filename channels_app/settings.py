@@ -7,6 +7,7 @@ Every key is listed, with its default, in .env.example and README.md.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -121,8 +122,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
-    # A file, not :memory:, so tests may use threads and subprocesses against one database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # A file, not :memory:, so tests may use threads and subprocesses against one database;
+    # one per test run, so two runs side by side never share (or delete) each other's.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth, i18n, static, media -------------------------------------------------------------

@@ -31,6 +31,22 @@ STATUS_COLOURS = {
     Mailbox.Status.WARNING: "#d68a00",
     Mailbox.Status.ERROR: "#d93025",
 }
+POLL_FIELDS = [
+    "last_polled_at",
+    "last_poll_stored",
+    "last_poll_duration_ms",
+    "next_poll_at",
+    "consecutive_failures",
+    "cursor_note",
+]
+STATUS_FIELDS = [
+    "status_badge",
+    "status_message",
+    "last_checked_at",
+    "last_message_count",
+    "last_error",
+    "last_error_at",
+]
 sensitive = method_decorator(sensitive_post_parameters(*SECRET_FIELDS))
 
 
@@ -57,34 +73,15 @@ class MailboxAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "protocol", "enabled", "server_type", "auth_type"]
     search_fields = ["name", "email_address", "channel_id"]
-    readonly_fields = [
-        "channel_id",
-        "status_badge",
-        "status_message",
-        "last_error",
-        "last_error_at",
-        "last_checked_at",
-        "last_message_count",
-    ]
+    readonly_fields = ["channel_id", *STATUS_FIELDS, *POLL_FIELDS]
     actions = ["take_online", "take_offline", "test_connection", "fetch_now"]
     save_on_top = True
     # An administrator typing "accounts.example.com/token" means https, never http.
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
         ("Channel", {"fields": ["channel_id", *FIELD_GROUPS["Channel"]]}),
-        (
-            "Status",
-            {
-                "fields": [
-                    "status_badge",
-                    "status_message",
-                    "last_checked_at",
-                    "last_message_count",
-                    "last_error",
-                    "last_error_at",
-                ]
-            },
-        ),
+        ("Status", {"fields": STATUS_FIELDS}),
+        ("Polling", {"fields": POLL_FIELDS}),
         *(
             (title, {"fields": names})
             for title, names in FIELD_GROUPS.items()

@@ -52,6 +52,9 @@ FIELD_GROUPS: dict[str, list[str]] = {
         "folder",
         "refresh_interval",
         "trust_self_signed",
+        "after_import",
+        "move_to_folder",
+        "max_message_size",
     ],
     "Send emails (outgoing server)": [
         "server_type",

@@ -11,9 +11,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from providers.imap_folder import ImapFolder
-from providers.pop3_maildrop import Pop3Maildrop, Pop3Message
-
 from mailboxes.models import InboundMessage, Mailbox
 from mailboxes.services import mailbox_incoming_settings, network_policy
 from mailboxes.storage import (
@@ -27,7 +24,9 @@ from mailboxes.storage import (
 )
 from providers.errors import MessageUnreadable, ProviderError
 from providers.imap import imap_connect
+from providers.imap_folder import ImapFolder
 from providers.pop3 import pop3_connect
+from providers.pop3_maildrop import Pop3Maildrop, Pop3Message
 
 logger = logging.getLogger(__name__)
 POP3_BATCH_BYTES = 8 * 2**20
@@ -46,6 +45,8 @@ class PollContext:
     mailbox: Mailbox
     renew: Callable[[], None]  # renew the lease; raises LeaseLost
     process: Callable[[list[InboundMessage]], None]  # run the pipeline on stored rows
+    # Filled in as batches commit, so a poll that breaks midway still reports what it stored.
+    outcome: PollOutcome = field(default_factory=PollOutcome)
 
 
 def mailbox_fetch(ctx: PollContext) -> PollOutcome:
@@ -58,7 +59,7 @@ def mailbox_fetch(ctx: PollContext) -> PollOutcome:
 
 
 def _imap_fetch(ctx: PollContext) -> PollOutcome:
-    mailbox, outcome = ctx.mailbox, PollOutcome()
+    mailbox, outcome = ctx.mailbox, ctx.outcome
     readonly = mailbox.after_import == Mailbox.AfterImport.LEAVE
     with imap_connect(mailbox_incoming_settings(mailbox=mailbox), network_policy()) as client:
         folder = ImapFolder(client, mailbox.folder, readonly=readonly)
@@ -159,7 +160,7 @@ def _imap_act(mailbox: Mailbox, folder: ImapFolder, rows) -> ProviderError | Non
 
 
 def _pop3_fetch(ctx: PollContext) -> PollOutcome:
-    mailbox, outcome = ctx.mailbox, PollOutcome()
+    mailbox, outcome = ctx.mailbox, ctx.outcome
     with pop3_connect(mailbox_incoming_settings(mailbox=mailbox), network_policy()) as client:
         maildrop = Pop3Maildrop(client)
         listing = maildrop.messages()

@@ -46,15 +46,17 @@ def _poll_leased(mailbox: Mailbox, owner: str) -> PollResult:
         renew=lambda: lease_renew(mailbox_id=mailbox.pk, owner=owner),
         process=lambda rows: inbound_process_many(message_ids=[row.pk for row in rows]),
     )
-    stored = 0
     try:
         outcome = mailbox_fetch(ctx)
-        stored = len(outcome.stored)
         if outcome.action_error:
             raise outcome.action_error
     except ProviderError as err:
+        # ctx.outcome, not the return value: a connection that breaks in the second batch
+        # raises, and the first batch is stored all the same.
+        stored = len(ctx.outcome.stored)
         poll_record_failure(mailbox=mailbox, error=err, duration_ms=_ms(started), stored=stored)
         return PollResult(ran=True, stored=stored, error=str(err))
+    stored = len(outcome.stored)
     poll_record_success(mailbox=mailbox, stored=stored, duration_ms=_ms(started))
     return PollResult(ran=True, stored=stored)
 

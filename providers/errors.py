@@ -6,10 +6,15 @@ stays refused, a timeout may pass. Callers take channels offline on permanent er
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 # Enough of a server's reply to recognise it; some servers answer with a whole page.
 MAX_SERVER_TEXT = 200
+# Dovecot (2.3+) ends tagged replies with how long the command took, "(0.001 + 0.000 secs)".
+# It differs on every attempt, so the same failure would read as a new one each poll (logged
+# again, last_error rewritten); it tells an administrator nothing, so it is dropped.
+_DOVECOT_TIMING = re.compile(r" \(\d+\.\d+(?: \+ \d+\.\d+)* secs\)")
 
 
 class ProviderError(Exception):
@@ -98,7 +103,7 @@ def server_said(reply: str | bytes | None, *secrets: str) -> str:
     if reply is None:
         return ""
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-    text = " ".join(text.split())
+    text = _DOVECOT_TIMING.sub("", " ".join(text.split()))
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")

@@ -74,8 +74,8 @@ class ImapFolder:
     def uids_after(self, last_uid: int) -> list[int]:
         """UIDs above the checkpoint, ascending.
 
-        "UID n:*" always includes the highest UID, even when it is below n (RFC 3501 §6.4.8:
-        "*" is the largest UID in use and "n:*" means the same as "*:n"), so with nothing new
+        RFC 3501 §6.4.8: "a UID range of 559:* always includes the UID of the last message in
+        the mailbox, even if 559 is higher than any assigned UID value", so with nothing new
         the server still answers with the last message: drop what is not above last_uid.
         """
         with self._errors():
@@ -92,7 +92,8 @@ class ImapFolder:
         with self._errors(), _exact_times(self.client):
             for chunk in _chunks(uids, CHUNK):
                 for uid, data in self._fetch_items(chunk, [_SIZE, _DATE]).items():
-                    result[uid] = (int(data[_SIZE]), _utc(data.get(_DATE)))
+                    if data.get(_SIZE) is not None:  # None: expunged meanwhile
+                        result[uid] = (int(data[_SIZE]), _utc(data.get(_DATE)))
         self._sizes.update((uid, size) for uid, (size, _date) in result.items())
         return result
 
@@ -150,6 +151,8 @@ class ImapFolder:
                 if self.client.has_capability("MOVE"):
                     self._into(folder, self.client.move, chunk)
                 else:
+                    # Not atomic: a connection lost after COPY leaves the messages in both
+                    # folders, and a retry copies them again. MOVE exists for this reason.
                     self._into(folder, self.client.copy, chunk)
                     self._delete(chunk)
 
@@ -180,7 +183,8 @@ class ImapFolder:
         unknown = [uid for uid in uids if uid not in self._sizes]
         for chunk in _chunks(unknown, CHUNK):
             for uid, data in self._fetch_items(chunk, [_SIZE]).items():
-                self._sizes[uid] = int(data[_SIZE])
+                if data.get(_SIZE) is not None:
+                    self._sizes[uid] = int(data[_SIZE])
         return {uid: self._sizes[uid] for uid in uids if uid in self._sizes}
 
     def _fetch_messages(
@@ -197,7 +201,7 @@ class ImapFolder:
             )
             for uid, data in fetched.items()
             # Dovecot answers an expunged UID with "BODY[] NIL" and OK [EXPUNGEISSUED].
-            if data.get(key) is not None and _SIZE in data
+            if data.get(key) is not None and data.get(_SIZE) is not None
         }
 
     def _fetch_items(self, uids: list[int], items: list[Any]) -> dict[int, dict[bytes, Any]]:

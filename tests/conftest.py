@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.browser",
+    "tests.launch",
     "tests.servers.dovecot",
     "tests.servers.proxy",
     "tests.servers.smtp",

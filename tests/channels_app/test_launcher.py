@@ -2,83 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
-
-from tests.servers.net import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class Launch:
-    """The launcher in a subprocess, its output collected in a file we can poll."""
-
-    def __init__(self, var_dir: Path, port: int, **environ: str):
-        self.log = var_dir / f"launcher-{time.monotonic_ns()}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SECRET_KEY", "POSTROOM_"))}
-        env.update(
-            DEBUG="true",
-            POSTROOM_VAR_DIR=str(var_dir),
-            POSTROOM_PORT=str(port),
-            POSTROOM_WORKER_CONCURRENCY="1",
-            DJANGO_SETTINGS_MODULE="channels_app.settings",
-        )
-        env.update(environ)
-        env.pop("DATABASE_URL", None)
-        env.pop("CELERY_BROKER_URL", None)
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "channels_app.launcher"],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if match := re.search(pattern, self.output()):
-                return match
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise AssertionError(f"never saw {pattern!r}; output:\n{self.output()[-4000:]}")
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            return self.process.wait(timeout=30)
-        finally:
-            if self.process.poll() is None:
-                os.killpg(self.process.pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def launch(tmp_path):
-    launches: list[Launch] = []
-
-    def start(**environ: str) -> Launch:
-        launches.append(Launch(tmp_path, free_port(), **environ))
-        return launches[-1]
-
-    yield start
-    for item in launches:
-        if item.process.poll() is None:
-            os.killpg(item.process.pid, signal.SIGKILL)
 
 
 def log_in(base_url: str, username: str, password: str) -> httpx.Response:

@@ -75,9 +75,9 @@ def test_it_reads_the_configured_folder_and_names_a_missing_one(dovecot, mail_us
 
     with opened(dovecot, mail_user, "Support") as folder:
         assert folder.all_uids() == [1, 2]
-    with pytest.raises(FolderMissing, match="Folder 'Archive' does not exist"):
-        with opened(dovecot, mail_user, "Archive"):
-            pass
+    missing = pytest.raises(FolderMissing, match="Folder 'Archive' does not exist")
+    with missing, opened(dovecot, mail_user, "Archive"):
+        pass
 
 
 def test_it_lists_only_uids_above_the_checkpoint(dovecot, mail_user):
@@ -345,12 +345,12 @@ def test_it_reports_a_connection_cut_mid_fetch_as_a_provider_error(
     deliver(dovecot, mail_user, raw_message(1), sized(2, 2 * 2**20))
     proxy = tcp_proxy(dovecot.ports.imaps if security == "ssl" else dovecot.ports.imap)
 
-    with pytest.raises(ProtocolError) as caught:
-        with opened(dovecot, mail_user, security=security, port=proxy.port) as folder:
-            sizes = folder.sizes(folder.uids_after(0))
-            proxy.cut_after(100_000)
-            for batch in folder.batches(sorted(sizes), sizes):
-                folder.fetch(batch, max_size=BIG)
+    opening = opened(dovecot, mail_user, security=security, port=proxy.port)
+    with pytest.raises(ProtocolError) as caught, opening as folder:
+        sizes = folder.sizes(folder.uids_after(0))
+        proxy.cut_after(100_000)
+        for batch in folder.batches(sorted(sizes), sizes):
+            folder.fetch(batch, max_size=BIG)
 
     message = str(caught.value)
     assert message.startswith(f"The IMAP connection to 127.0.0.1 port {proxy.port} broke (")

@@ -174,11 +174,11 @@ def test_it_reports_a_connection_cut_mid_retrieve_as_a_provider_error(
     deliver(dovecot, mail_user, with_body(1, b"w" * 2_000_000))
     proxy = tcp_proxy(dovecot.ports.pop3s if security == "ssl" else dovecot.ports.pop3)
 
-    with pytest.raises(ProtocolError) as caught:
-        with maildrop(dovecot, mail_user, security, port=proxy.port) as drop:
-            [message] = drop.messages()
-            proxy.cut_after(100_000)
-            drop.retrieve(message, max_size=BIG)
+    opening = maildrop(dovecot, mail_user, security, port=proxy.port)
+    with pytest.raises(ProtocolError) as caught, opening as drop:
+        [message] = drop.messages()
+        proxy.cut_after(100_000)
+        drop.retrieve(message, max_size=BIG)
 
     assert str(caught.value).startswith(f"The POP3 connection to 127.0.0.1 port {proxy.port} ")
     assert not caught.value.permanent
