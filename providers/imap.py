@@ -109,6 +109,12 @@ def login(client: IMAPClient, credentials: Credentials) -> None:
             # LOGIN's strings are ASCII-only in imaplib; AUTHENTICATE PLAIN carries UTF-8.
             client.plain_login(username, password)
     except LoginError as exc:
+        # imapclient turns every failure during LOGIN into LoginError; a connection that broke
+        # is not a refused password, and must not read as one (nor count as permanent).
+        if isinstance(exc.__context__, imaplib.IMAP4.abort | OSError):
+            raise ProtocolError(
+                f"The connection to {client.host} broke during sign-in; Postroom will retry."
+            ) from exc
         raise auth_refused(client.host, _reply(exc), password) from exc
 
 

@@ -15,6 +15,7 @@ from providers.errors import (
     ConnectionTimedOut,
     FolderMissing,
     HostNotFound,
+    ProtocolError,
     TLSFailed,
 )
 from providers.imap import imap_check, imap_connect
@@ -176,3 +177,20 @@ def test_it_hands_out_a_logged_in_client_for_the_pollers(dovecot, mail_user):
         fetched = client.fetch(client.search("ALL"), ["BODY.PEEK[]"])
 
     assert [data[b"BODY[]"] for data in fetched.values()] == [raw_message(7)]
+
+
+def test_a_connection_that_breaks_during_sign_in_is_not_a_wrong_password(
+    dovecot, mail_user, tcp_proxy
+):
+    import socket
+
+    proxy = tcp_proxy(dovecot.ports.imap)
+    with socket.create_connection(("127.0.0.1", dovecot.ports.imap), timeout=5) as probe:
+        greeting = probe.recv(4096)  # Dovecot's greeting carries its capabilities
+    proxy.cut_after(len(greeting))  # the greeting passes; the answer to LOGIN never does
+
+    with pytest.raises(ProtocolError) as caught:
+        imap_check(imap(dovecot, mail_user, "none", port=proxy.port), POLICY)
+    assert "broke" in str(caught.value)
+    assert "password" not in str(caught.value)
+    assert not caught.value.permanent
