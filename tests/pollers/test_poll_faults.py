@@ -29,7 +29,7 @@ def on_server(dovecot, user) -> list[bytes]:
     """Every message in the INBOX as the server returns it, over one connection."""
     with dovecot.imap(user) as client:
         client.select_folder("INBOX", readonly=True)
-        fetched = client.fetch("1:*", ["BODY.PEEK[]"])
+        fetched = client.fetch(client.search("ALL"), ["BODY.PEEK[]"])
     return [data[b"BODY[]"] for data in fetched.values()]
 
 
