@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["parse", "ingest"]
+BENCHMARKS = ["parse", "ingest", "first_sync", "idle"]
 
 
 def main(args: list[str]) -> None:

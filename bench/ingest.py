@@ -36,8 +36,8 @@ from bench.parse import _walk_message
 
 ROOT = Path(__file__).resolve().parents[1]
 CRLF = b"\r\n"
-# Batch sizing as the poller does it (providers.imap_folder): 200 messages or 8 MB per FETCH.
-BATCH_COUNT, BATCH_BYTES = 200, 8 * 2**20
+# Batch sizing as the poller does it (providers.imap_folder): 200 messages or 4 MB per FETCH.
+BATCH_COUNT, BATCH_BYTES = 200, 4 * 2**20
 MALFORMED_EVERY = 97  # ~1% of the mail is broken in one of the ways below
 TARGET_RATIO, TARGET_PEAK_MB, TARGET_GROWTH = 0.5, 250, 0.10
 
@@ -231,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     args = _arguments(argv or [])
     from tests.servers.dovecot import _start  # pytest is a test extra: imported only here
 
+    # Figures from a busy machine mislead: say how busy it was.
+    print("load average      {:.2f} {:.2f} {:.2f} at start".format(*os.getloadavg()))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="postroom-bench-") as tmp:
         (Path(tmp) / "dovecot").mkdir()
@@ -242,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
                 _idle_run(server, args.channels, Path(tmp))
         finally:
             server.close()
+    print("load average      {:.2f} {:.2f} {:.2f} at end".format(*os.getloadavg()))
     print(f"total run time    {time.perf_counter() - started:.0f} s")
 
 
@@ -318,9 +321,9 @@ def _django_env(var: Path) -> dict[str, str]:
     }
 
 
-def _child(phase: str, env: dict[str, str], spec: dict) -> dict:
+def _child(phase: str, env: dict[str, str], spec: dict, module: str = "bench.ingest") -> dict:
     """Run one phase in a fresh interpreter; its JSON line, plus its own peak RSS."""
-    command = [sys.executable, "-m", "bench.ingest", phase, json.dumps(spec)]
+    command = [sys.executable, "-m", module, phase, json.dumps(spec)]
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE)
     out = process.stdout.read()
     process.stdout.close()
@@ -335,8 +338,8 @@ def _child(phase: str, env: dict[str, str], spec: dict) -> dict:
 def _print_folder(n: int, delivered: int, delivery: float, base: dict, post: dict) -> None:
     ratio = post["rate"] / base["rate"]
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(post["outcomes"].items()))
-    print(f"N = {n}: {delivered / 1e6:.1f} MB delivered ({delivered / n / 1e3:.0f} kB average)")
-    print(f"  in {delivery:.1f} s")
+    size = f"{delivered / 1e6:.1f} MB ({delivered / n / 1e3:.0f} kB average)"
+    print(f"N = {n}: {size} delivered in {delivery:.1f} s")
     for label, r in (("baseline", base), ("postroom", post)):
         mb_s = r["bytes"] / 1e6 / r["seconds"]
         print(
@@ -346,7 +349,8 @@ def _print_folder(n: int, delivered: int, delivery: float, base: dict, post: dic
     print(
         f"  ratio           {ratio:7.2f}   target >= {TARGET_RATIO}: {_met(ratio >= TARGET_RATIO)}"
     )
-    print(f"  postroom        {outcomes}; {post['polls']} poll(s)")
+    print(f"  outcomes        postroom {outcomes} in {post['polls']} polls; ", end="")
+    print(f"baseline could not parse {base['broken']}")
     print()
 
 

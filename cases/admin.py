@@ -20,7 +20,13 @@ OUTCOME_COLOURS = {
 @admin.register(InboundMessage)
 class InboundMessageAdmin(admin.ModelAdmin):
     list_display = [
-        "stored_at", "mailbox", "sender", "subject", "size", "outcome_badge", "server_identity",
+        "stored_at",
+        "mailbox",
+        "sender",
+        "subject",
+        "size",
+        "outcome_badge",
+        "server_identity",
     ]
     list_filter = ["outcome", "mailbox", "truncated", "server_action_done"]
     list_select_related = ["mailbox"]
@@ -28,14 +34,36 @@ class InboundMessageAdmin(admin.ModelAdmin):
     date_hierarchy = "stored_at"
     actions = ["replay"]
     fieldsets = [
-        ("Received", {"fields": [
-            "mailbox", "server_identity", "message_id", "size", "sha256", "truncated",
-            "server_date", "stored_at", "server_action_done",
-        ]}),
-        ("Outcome", {"fields": [
-            "outcome", "outcome_reason", "result", "sender", "subject", "processed_at",
-            "attempts",
-        ]}),
+        (
+            "Received",
+            {
+                "fields": [
+                    "mailbox",
+                    "server_identity",
+                    "message_id",
+                    "size",
+                    "sha256",
+                    "truncated",
+                    "server_date",
+                    "stored_at",
+                    "server_action_done",
+                ]
+            },
+        ),
+        (
+            "Outcome",
+            {
+                "fields": [
+                    "outcome",
+                    "outcome_reason",
+                    "result",
+                    "sender",
+                    "subject",
+                    "processed_at",
+                    "attempts",
+                ]
+            },
+        ),
     ]
 
     def get_readonly_fields(self, request, obj=None):
@@ -49,7 +77,8 @@ class InboundMessageAdmin(admin.ModelAdmin):
     def outcome_badge(self, message: InboundMessage) -> str:
         return format_html(
             '<span style="color:{}" title="{}">&#9679; {}</span>',
-            OUTCOME_COLOURS[message.outcome], message.outcome_reason,
+            OUTCOME_COLOURS[message.outcome],
+            message.outcome_reason,
             message.get_outcome_display(),
         )
 

@@ -7,13 +7,13 @@ idempotent: a processed message is left alone, a failed one can be retried.
 from __future__ import annotations
 
 import email
-import email.policy
 import logging
 from collections.abc import Iterable
 
 from django.db import transaction
 from django.utils import timezone
 
+from cases.mail_policy import POLICY
 from mailboxes.models import InboundMessage
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def inbound_process(*, message_id: int, replay: bool = False) -> InboundMessage.
 def _parse(raw: bytes) -> dict:
     if not raw.strip():
         raise ValueError("the message is empty")
-    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    parsed = email.message_from_bytes(raw, policy=POLICY)
     return {
         "sender": _header(parsed, "From")[:320],
         "subject": _header(parsed, "Subject")[:500],

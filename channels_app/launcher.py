@@ -1,10 +1,11 @@
 """Postroom's entrypoints: `python -m channels_app.launcher [ROLE]`.
 
-With no role (`make run`) it migrates, makes sure an admin exists, and runs web + worker + beat
-together under one supervisor: Ctrl-C (or SIGTERM) stops all of them, and if one dies the others
-are stopped too, so a half-running Postroom never hides behind a live web server.
-With a role (web, worker, beat: what docker-compose.yml runs) it runs that one process alone;
-`web` migrates first. Both paths build the command lines in `role_argv`, so they cannot drift.
+With no role (`make run`) it migrates, makes sure an admin exists, and runs web + worker + beat +
+the IMAP IDLE listener together under one supervisor: Ctrl-C (or SIGTERM) stops all of them, and
+if one dies the others are stopped too, so a half-running Postroom never hides behind a live web
+server. With a role (web, worker, beat, listen: what docker-compose.yml runs) it runs that one
+process alone; `web` migrates first. Both paths build the command lines in `role_argv`, so they
+cannot drift.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class Child:
     process: subprocess.Popen | None = None
 
 
-ROLES = ("web", "worker", "beat")
+ROLES = ("web", "worker", "beat", "listen")
 
 
 def main(argv: list[str]) -> int:
@@ -70,6 +71,7 @@ def role_argv(role: str) -> list[str]:
         "web": [python, str(MANAGE_PY), "runserver", "--noreload", f"{_host()}:{_port()}"],
         "worker": [*celery, "worker", "--loglevel=INFO", f"--concurrency={concurrency}"],
         "beat": [*celery, "beat", "--loglevel=INFO", "--pidfile="],
+        "listen": [python, str(MANAGE_PY), "listen"],
     }[role]
 
 
@@ -104,7 +106,10 @@ def _announce(login: str, password: str | None) -> None:
             f"`.venv/bin/python manage.py changepassword {login}`)",
             flush=True,
         )
-    print(f"Data in {settings.VAR_DIR}. Press Ctrl-C to stop web, worker and beat.\n", flush=True)
+    print(
+        f"Data in {settings.VAR_DIR}. Press Ctrl-C to stop web, worker, beat and listener.\n",
+        flush=True,
+    )
 
 
 def admin_ensure() -> tuple[str, str | None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -26,6 +27,13 @@ def envsecret(name: str, default: str | None = None) -> str | None:
     if path := env.str(f"{name}_FILE", default=""):
         return Path(path).read_text().strip()
     return env.str(name, default=default)
+
+
+def _public_host(url: str) -> str:
+    """The host of a URL, or a placeholder name where it is an address or localhost."""
+    host = urlsplit(url).hostname or ""
+    looks_local = host in ("", "localhost") or host.replace(".", "").isdigit() or ":" in host
+    return "postroom.localhost" if looks_local else host
 
 
 # --- Core -----------------------------------------------------------------------------------
@@ -153,6 +161,7 @@ if not DEBUG:
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT = "channels_app.broker:Transport"  # messages appear whole
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
@@ -162,6 +171,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_broker_dir / "processed"),
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # A worker looks for new tasks this often (kombu's default is 1 s): a poll that IMAP
+        # IDLE asked for should not wait in a folder. About 0.5% of a core while idle (bench
+        # idle, docs/decisions.md); Redis, the production broker, needs no polling.
+        "polling_interval": 0.05,
     }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -218,6 +231,23 @@ POSTROOM_RAW_INLINE_MAX = env.int("POSTROOM_RAW_INLINE_MAX", default=256 * 1024)
 # worker's channel is polled again once it expires.
 POSTROOM_POLL_LEASE_SECONDS = env.int("POSTROOM_POLL_LEASE_SECONDS", default=300)
 POSTROOM_POLL_MAX_BACKOFF_SECONDS = env.int("POSTROOM_POLL_MAX_BACKOFF_SECONDS", default=3600)
+# IMAP IDLE (`manage.py listen`): IDLE is re-issued this often (RFC 2177: within 29 minutes);
+# channels on push are still polled this often (or at their refresh interval if longer) as a
+# safety net; a listener holds its channels under a lease this long, renewed every third of
+# it, and looks for added, edited and deleted channels this often.
+POSTROOM_IDLE_RENEW_SECONDS = env.int("POSTROOM_IDLE_RENEW_SECONDS", default=540)
+POSTROOM_IDLE_SAFETY_POLL_SECONDS = env.int("POSTROOM_IDLE_SAFETY_POLL_SECONDS", default=900)
+POSTROOM_IDLE_LEASE_SECONDS = env.float("POSTROOM_IDLE_LEASE_SECONDS", default=60.0)
+POSTROOM_IDLE_SYNC_SECONDS = env.float("POSTROOM_IDLE_SYNC_SECONDS", default=2.0)
+# Message-IDs of sent mail end in @this-domain (RFC 5322 3.6.4: unique, on a domain we own).
+# Empty (as in .env.example) means the default too: "<…@>" would not be a Message-ID.
+POSTROOM_MESSAGE_ID_DOMAIN = env.str("POSTROOM_MESSAGE_ID_DOMAIN", default="") or _public_host(
+    POSTROOM_BASE_URL
+)
+# Outbox: attempts before a transiently failing message is given up, and SMTP sessions one
+# channel may hold at once (providers limit concurrent connections).
+POSTROOM_OUTBOX_MAX_ATTEMPTS = env.int("POSTROOM_OUTBOX_MAX_ATTEMPTS", default=8)
+POSTROOM_OUTBOX_SESSIONS_PER_CHANNEL = env.int("POSTROOM_OUTBOX_SESSIONS_PER_CHANNEL", default=2)
 POSTROOM_CONNECT_TIMEOUT = env.float("POSTROOM_CONNECT_TIMEOUT", default=15.0)
 
 # --- Logging --------------------------------------------------------------------------------

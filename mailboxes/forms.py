@@ -6,6 +6,7 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.template import Template, TemplateSyntaxError
 from django.utils import timezone
 
 from mailboxes import presets
@@ -180,6 +181,15 @@ class MailboxForm(forms.ModelForm):
             )
         return address
 
+    def clean_case_response_template(self):
+        text = self.cleaned_data["case_response_template"]
+        try:
+            Template(text)
+        except TemplateSyntaxError as exc:
+            message = "This template does not compile: %(error)s"
+            raise ValidationError(message, params={"error": exc}) from exc
+        return text
+
     # --- Whole-form rules -------------------------------------------------------------------
 
     def clean(self):
@@ -345,3 +355,32 @@ class AliasForm(forms.ModelForm):
 def _secret_help(text: str) -> str:
     extra = "Stored encrypted and never shown. Leave empty to keep the stored value."
     return f"{text} {extra}".strip()
+
+
+class TestMailForm(forms.Form):
+    to = forms.EmailField(label="Send to", help_text="An address you can read.")
+
+
+class FirstSyncForm(forms.Form):
+    choice = forms.ChoiceField(
+        label="Import",
+        choices=Mailbox.FirstSync.choices,
+        initial=Mailbox.FirstSync.FROM_NOW,
+        widget=forms.RadioSelect,
+    )
+    days = forms.IntegerField(
+        label="Days",
+        required=False,
+        min_value=1,
+        max_value=36500,
+        help_text="For “the last N days”: mail that reached the server in this many days.",
+    )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("choice") == Mailbox.FirstSync.DAYS and not data.get("days"):
+            self.add_error("days", "Say how many days of older mail to import.")
+        return data
+
+    def arguments(self) -> dict:
+        return {"choice": self.cleaned_data["choice"], "days": self.cleaned_data.get("days")}

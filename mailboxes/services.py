@@ -183,6 +183,18 @@ def mailbox_cursor_reset(*, mailbox: Mailbox, changed: list[str]) -> str:
             rescan_through_uid=None,
             cursor_note=note,
             next_poll_at=timezone.now(),
+            # What to import is chosen again, from a preview of the new folder.
+            first_sync=Mailbox.FirstSync.FROM_NOW,
+            first_sync_days=None,
+            first_sync_chosen_at=None,
+        )
+        Mailbox.objects.filter(
+            pk=mailbox.pk,
+            import_state__in=[Mailbox.ImportState.QUEUED, Mailbox.ImportState.RUNNING],
+        ).update(
+            import_state=Mailbox.ImportState.CANCELLED,
+            import_finished_at=timezone.now(),
+            import_message=f"Stopped: {labels.lower()} changed.",
         )
         KnownUidl.objects.filter(mailbox=mailbox).delete()
     mailbox_fetch_now(mailbox=mailbox)

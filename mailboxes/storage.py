@@ -54,13 +54,14 @@ def messages_store(
     uidvalidity: int | None,
     fetched: Sequence[Fetched],
     checkpoint_uid: int | None = None,
+    leave_on_server: bool = False,
 ) -> list[InboundMessage]:
     """Save a batch and advance the IMAP cursor to `checkpoint_uid`, atomically.
 
     Messages whose identity is already stored are skipped (a retried batch stores nothing
     twice). Returns the rows created.
     """
-    prepared = [_prepare(mailbox, uidvalidity, item) for item in fetched]
+    prepared = [_prepare(mailbox, uidvalidity, item, leave_on_server) for item in fetched]
     with transaction.atomic(durable=True):
         created = [row for row in prepared if not _seen_before(mailbox, row) and _insert(row)]
         if checkpoint_uid is not None:
@@ -86,7 +87,9 @@ def _seen_before(mailbox: Mailbox, row: InboundMessage) -> bool:
     ).exists()
 
 
-def _prepare(mailbox: Mailbox, uidvalidity: int | None, item: Fetched) -> InboundMessage:
+def _prepare(
+    mailbox: Mailbox, uidvalidity: int | None, item: Fetched, leave_on_server: bool
+) -> InboundMessage:
     row = InboundMessage(
         mailbox=mailbox,
         protocol=mailbox.protocol,
@@ -98,7 +101,7 @@ def _prepare(mailbox: Mailbox, uidvalidity: int | None, item: Fetched) -> Inboun
         sha256=item.sha256,
         truncated=item.truncated,
         server_date=item.server_date,
-        server_action_done=mailbox.after_import == Mailbox.AfterImport.LEAVE,
+        server_action_done=leave_on_server or mailbox.after_import == Mailbox.AfterImport.LEAVE,
     )
     if item.truncated:
         row.outcome_reason = TRUNCATED_NOTE.format(size=item.size, cap=mailbox.max_message_size)

@@ -7,12 +7,27 @@ def enqueue_poll(sender, *, mailbox_id: int, **kwargs) -> None:
     poll_mailbox.delay(mailbox_id)
 
 
+def enqueue_import(sender, *, mailbox_id: int, **kwargs) -> None:
+    from pollers.tasks import import_history
+
+    import_history.delay(mailbox_id)
+
+
+def enqueue_send(sender, *, mailbox_id: int, **kwargs) -> None:
+    from pollers.tasks import send_outbox
+
+    send_outbox.delay(mailbox_id)
+
+
 class PollersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "pollers"
     verbose_name = "Polling"
 
     def ready(self) -> None:
-        from mailboxes.signals import poll_requested
+        from mailboxes.signals import import_requested, poll_requested, send_requested
+        from pollers import checks  # noqa: F401 - registers the system checks
 
         poll_requested.connect(enqueue_poll, dispatch_uid="pollers.enqueue_poll")
+        send_requested.connect(enqueue_send, dispatch_uid="pollers.enqueue_send")
+        import_requested.connect(enqueue_import, dispatch_uid="pollers.enqueue_import")

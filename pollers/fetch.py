@@ -29,7 +29,7 @@ from providers.pop3 import pop3_connect
 from providers.pop3_maildrop import Pop3Maildrop, Pop3Message
 
 logger = logging.getLogger(__name__)
-POP3_BATCH_BYTES = 8 * 2**20
+POP3_BATCH_BYTES = 4 * 2**20
 POP3_BATCH_COUNT = 200
 
 

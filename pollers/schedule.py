@@ -3,6 +3,7 @@
 One dispatcher, run by beat every few seconds, claims the channels whose `next_poll_at` is due
 with a conditional UPDATE (two dispatchers never claim one channel) and enqueues their polls.
 Errors back off exponentially with jitter, up to an hour; one log line per change of state.
+Channels on push (IMAP IDLE, pollers/listener.py) are polled at a longer safety-net interval.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from mailboxes.models import Mailbox
+from pollers.push import push_expire_stale
 from providers.errors import ProviderError
 
 logger = logging.getLogger(__name__)
@@ -23,16 +25,22 @@ DISPATCH_LIMIT = 500
 
 
 def polls_claim_due(*, now: datetime | None = None, limit: int = DISPATCH_LIMIT) -> list[int]:
-    """Claim up to `limit` due channels; their next poll moves one refresh interval ahead."""
+    """Claim up to `limit` due channels; their next poll moves one interval ahead: the refresh
+    interval, or for a channel on push (IMAP IDLE) the longer safety-net interval."""
     now = now or timezone.now()
+    push_expire_stale(now=now)
     due = (
         Mailbox.objects.filter(enabled=True, listen=True)
         .filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=now))
         .order_by("next_poll_at")
-        .values_list("pk", "next_poll_at", "refresh_interval")[:limit]
+        .values_list("pk", "next_poll_at", "refresh_interval", "push_state")[:limit]
     )
+    safety_net = settings.POSTROOM_IDLE_SAFETY_POLL_SECONDS
     claimed = []
-    for pk, due_at, interval in due:
+    for pk, due_at, interval, push_state in due:
+        # push_expire_stale just turned channels whose listener is gone back to polling.
+        if push_state == Mailbox.PushState.PUSH:
+            interval = max(interval, safety_net)
         # Conditional on the value we read: a second dispatcher that read it too loses here.
         if Mailbox.objects.filter(pk=pk, next_poll_at=due_at).update(
             next_poll_at=now + timedelta(seconds=interval)

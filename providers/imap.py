@@ -73,6 +73,20 @@ class GuardedIMAPClient(IMAPClient):
 @contextlib.contextmanager
 def imap_connect(settings: IncomingSettings, policy: NetworkPolicy) -> Iterator[IMAPClient]:
     """A logged-in client; errors inside the block come out as ProviderErrors too."""
+    client = imap_open(settings, policy)
+    with mapped_errors(settings.server, settings.credentials):
+        try:
+            yield client
+        except BaseException:
+            # The connection may be what failed: do not wait for a LOGOUT reply on it.
+            _shutdown(client)
+            raise
+        _logout(client)
+
+
+def imap_open(settings: IncomingSettings, policy: NetworkPolicy) -> IMAPClient:
+    """A logged-in client for a connection that outlives a block (the IDLE listener keeps it
+    and takes its socket over); the caller ends it with imap_close. Errors are ProviderErrors."""
     server = settings.server
     with mapped_errors(server, settings.credentials):
         client = GuardedIMAPClient(server, policy)
@@ -80,12 +94,33 @@ def imap_connect(settings: IncomingSettings, policy: NetworkPolicy) -> Iterator[
             if server.security == "starttls":
                 _starttls(client, server)
             login(client, settings.credentials)
-            yield client
         except BaseException:
-            # The connection may be what failed: do not wait for a LOGOUT reply on it.
             _shutdown(client)
             raise
-        _logout(client)
+    return client
+
+
+def imap_close(client: IMAPClient) -> None:
+    """LOGOUT, or just close if the connection is already gone; never raises."""
+    _logout(client)
+
+
+def imap_detach(client: IMAPClient) -> tuple[socket.socket, bytes]:
+    """Take a logged-in connection over from imaplib: its socket, now non-blocking, and the
+    bytes imaplib's reader had already buffered past the last response it parsed.
+
+    The client must not be used afterwards; closing the socket ends the connection.
+    """
+    imap = client._imap
+    sock, reader = imap.sock, imap.file
+    sock.setblocking(False)
+    try:
+        # What the reader holds; only if it holds nothing, one non-blocking read.
+        buffered = reader.peek()
+    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        buffered = b""
+    reader.close()  # drops imaplib's reference; the socket stays open
+    return sock, bytes(buffered)
 
 
 def imap_check(settings: IncomingSettings, policy: NetworkPolicy) -> MailboxCheck:

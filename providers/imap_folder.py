@@ -14,7 +14,7 @@ import re
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from imapclient import DELETED, SEEN, IMAPClient
@@ -26,7 +26,7 @@ from providers.imap import mapped_errors, select_folder
 # UIDs per command for the cheap items (sizes, flags, header fields): ~6 kB of UIDs keeps
 # the command line under the 8 kB RFC 7162 §4 advises clients to stay within.
 CHUNK = 500
-DEFAULT_BATCH_BYTES = 8 * 2**20
+DEFAULT_BATCH_BYTES = 4 * 2**20
 DEFAULT_BATCH_COUNT = 200
 
 _BODY = b"BODY[]"
@@ -85,6 +85,13 @@ class ImapFolder:
     def all_uids(self) -> list[int]:
         with self._errors():
             return sorted(self.client.search("ALL"))
+
+    def uids_since(self, day: date, *, through_uid: int) -> list[int]:
+        """UIDs up to `through_uid` whose INTERNALDATE is on or after `day` (RFC 3501 6.4.4
+        SINCE: the server compares dates, disregarding time and timezone)."""
+        with self._errors():
+            found = self.client.search(["SINCE", day, "UID", f"1:{through_uid}"])
+        return sorted(uid for uid in found if uid <= through_uid)
 
     def sizes(self, uids: Sequence[int]) -> dict[int, tuple[int, datetime | None]]:
         """RFC822.SIZE and INTERNALDATE by UID; UIDs expunged meanwhile are absent."""

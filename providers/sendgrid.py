@@ -29,7 +29,7 @@ def sendgrid_check(settings: SendGridSettings, *, timeout: float = DEFAULT_TIMEO
     response = _get(settings, "/v3/scopes", timeout)
     if response.status_code in (401, 403):
         raise AuthenticationFailed(
-            f"SendGrid refused the API token: {_error_text(response, settings.api_token)}. "
+            f"SendGrid refused the API token: {error_text(response, settings.api_token)}. "
             "Create an API key with Mail Send permission and paste it again."
         )
     if response.is_redirect:
@@ -42,7 +42,7 @@ def sendgrid_check(settings: SendGridSettings, *, timeout: float = DEFAULT_TIMEO
     if not response.is_success:
         raise ProtocolError(
             f"SendGrid answered HTTP {response.status_code} "
-            f"({_error_text(response, settings.api_token)}): try again later."
+            f"({error_text(response, settings.api_token)}): try again later."
         )
     if SEND_SCOPE not in _scopes(response):
         raise AuthenticationFailed(
@@ -58,7 +58,7 @@ def _get(settings: SendGridSettings, path: str, timeout: float) -> httpx.Respons
         with httpx.Client(timeout=timeout, follow_redirects=False) as client:
             return client.get(url, headers=headers)
     except httpx.HTTPError as exc:
-        raise _network_error(exc, httpx.URL(url), timeout) from exc
+        raise network_error(exc, httpx.URL(url), timeout) from exc
 
 
 def _scopes(response: httpx.Response) -> list[Any]:
@@ -71,17 +71,22 @@ def _scopes(response: httpx.Response) -> list[Any]:
     return scopes
 
 
-def _error_text(response: httpx.Response, token: str) -> str:
-    """SendGrid's {"errors": [{"message": ...}]}, or the status line when it is not that."""
+def error_text(response: httpx.Response, token: str) -> str:
+    """SendGrid's {"errors": [{"field": ..., "message": ...}]}, or the status line."""
     try:
         errors = response.json().get("errors") or []
-        text = "; ".join(str(e.get("message")) for e in errors if isinstance(e, dict))
+        text = "; ".join(_one_error(e) for e in errors if isinstance(e, dict))
     except (ValueError, AttributeError):
         text = ""
     return server_said(text or f"HTTP {response.status_code} {response.reason_phrase}", token)
 
 
-def _network_error(exc: httpx.HTTPError, url: httpx.URL, timeout: float) -> ProviderError:
+def _one_error(error: dict) -> str:
+    field, message = error.get("field"), str(error.get("message"))
+    return f"{field}: {message}" if field else message
+
+
+def network_error(exc: httpx.HTTPError, url: httpx.URL, timeout: float) -> ProviderError:
     where = f"{url.host} port {url.port or (443 if url.scheme == 'https' else 80)}"
     if isinstance(exc, httpx.TimeoutException):
         return ConnectionTimedOut(f"{where} did not answer within {timeout:g} s: try again later.")

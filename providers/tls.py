@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import socket
 import ssl
 
@@ -13,9 +15,23 @@ _HOSTNAME_MISMATCH = 62
 
 
 def client_context(server: ServerAddress) -> ssl.SSLContext:
-    """Verify as a browser would, unless the administrator trusts a self-signed certificate."""
+    """Verify as a browser would, unless the administrator trusts a self-signed certificate.
+
+    Shared by every connection of its kind, and not to be changed: a context holds its own
+    parsed copy of the system's CA certificates, most of a megabyte, which the IDLE listener's
+    thousand connections would otherwise hold a thousand times.
+    """
+    # OpenSSL reads SSL_CERT_FILE and SSL_CERT_DIR as a context loads its roots: part of the key.
+    where = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    return _shared_context(server.trust_self_signed, where)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_context(
+    trust_self_signed: bool, where: tuple[str | None, str | None]
+) -> ssl.SSLContext:
     context = ssl.create_default_context()
-    if server.trust_self_signed:
+    if trust_self_signed:
         # Still encrypted, but anyone on the path could impersonate the server: the
         # administrator opted in for a server they run themselves.
         context.check_hostname = False

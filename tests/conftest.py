@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.launch",
     "tests.servers.dovecot",
     "tests.servers.proxy",
+    "tests.servers.sendgrid",
     "tests.servers.smtp",
 ]

@@ -1,3 +1,3 @@
-"""The admin for channels (one module per admin page family)."""
+"""The admin for channels and their outboxes (one module each)."""
 
-from mailboxes.admin import channel  # noqa: F401 - registers the ModelAdmins
+from mailboxes.admin import channel, outbox  # noqa: F401 - registers the ModelAdmins

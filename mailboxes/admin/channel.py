@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from mailboxes.forms import FIELD_GROUPS, SECRET_FIELDS, AliasForm, MailboxForm
-from mailboxes.models import Alias, Mailbox
+from mailboxes.admin.first_sync import FIRST_SYNC_FIELDS, FirstSyncAdminMixin
+from mailboxes.forms import FIELD_GROUPS, SECRET_FIELDS, AliasForm, MailboxForm, TestMailForm
+from mailboxes.models import Alias, Mailbox, OutboundMessage
+from mailboxes.outbox import outbound_send_test, outbox_resume
 from mailboxes.services import (
     CURSOR_FIELDS,
     ConnectionReport,
@@ -25,6 +32,7 @@ from mailboxes.services import (
     mailbox_test_connection,
 )
 
+STALE_PUSH = "the IMAP IDLE listener holding the channel stopped renewing its lease."
 STATUS_COLOURS = {
     Mailbox.Status.UNCHECKED: "#8a8a8a",
     Mailbox.Status.OK: "#1e8e3e",
@@ -32,6 +40,7 @@ STATUS_COLOURS = {
     Mailbox.Status.ERROR: "#d93025",
 }
 POLL_FIELDS = [
+    "receiving",
     "last_polled_at",
     "last_poll_stored",
     "last_poll_duration_ms",
@@ -40,6 +49,8 @@ POLL_FIELDS = [
     "cursor_note",
 ]
 STATUS_FIELDS = [
+    "outbox_paused",
+    "outbox_paused_reason",
     "status_badge",
     "status_message",
     "last_checked_at",
@@ -48,6 +59,33 @@ STATUS_FIELDS = [
     "last_error_at",
 ]
 sensitive = method_decorator(sensitive_post_parameters(*SECRET_FIELDS))
+
+
+def receiving_text(mailbox: Mailbox, now: datetime) -> str:
+    """Push or polling, since when and why: what the IMAP IDLE listener last recorded."""
+    if not mailbox.is_polled:
+        return "Not receiving: the channel is offline or outbound-only."
+    polling = f"Polling every {mailbox.refresh_interval} s"
+    if mailbox.protocol != Mailbox.Protocol.IMAP:
+        return f"{polling} (POP3 has no push)."
+    if mailbox.auth_type == Mailbox.AuthType.OAUTH2:
+        return f"{polling} (push over IMAP IDLE is not available for OAuth2 sign-in yet)."
+    if mailbox.on_push(now):
+        safety = max(mailbox.refresh_interval, settings.POSTROOM_IDLE_SAFETY_POLL_SECONDS)
+        return (
+            f"Push (IMAP IDLE) since {_when(mailbox.push_since)}; "
+            f"a safety-net poll every {safety} s."
+        )
+    if mailbox.push_state == Mailbox.PushState.PUSH:  # the listener died; beat will notice
+        return f"{polling} since {_when(mailbox.idle_lease_expires_at)}: {STALE_PUSH}"
+    if mailbox.push_state == Mailbox.PushState.POLLING:
+        why = mailbox.push_detail or mailbox.get_push_reason_display()
+        return f"{polling} since {_when(mailbox.push_since)}: {why}"
+    return f"{polling}: no IMAP IDLE listener holds the channel (is manage.py listen running?)."
+
+
+def _when(moment: datetime | None) -> str:
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S %Z") if moment else "-"
 
 
 class AliasInline(admin.TabularInline):
@@ -59,7 +97,7 @@ class AliasInline(admin.TabularInline):
 
 
 @admin.register(Mailbox)
-class MailboxAdmin(admin.ModelAdmin):
+class MailboxAdmin(FirstSyncAdminMixin, admin.ModelAdmin):
     form = MailboxForm
     inlines = [AliasInline]
     list_display = [
@@ -73,8 +111,8 @@ class MailboxAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "protocol", "enabled", "server_type", "auth_type"]
     search_fields = ["name", "email_address", "channel_id"]
-    readonly_fields = ["channel_id", *STATUS_FIELDS, *POLL_FIELDS]
-    actions = ["take_online", "take_offline", "test_connection", "fetch_now"]
+    readonly_fields = ["channel_id", *STATUS_FIELDS, *POLL_FIELDS, *FIRST_SYNC_FIELDS]
+    actions = ["take_online", "take_offline", "test_connection", "fetch_now", "resume_outbox"]
     save_on_top = True
     # An administrator typing "accounts.example.com/token" means https, never http.
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
@@ -82,6 +120,7 @@ class MailboxAdmin(admin.ModelAdmin):
         ("Channel", {"fields": ["channel_id", *FIELD_GROUPS["Channel"]]}),
         ("Status", {"fields": STATUS_FIELDS}),
         ("Polling", {"fields": POLL_FIELDS}),
+        ("First sync", {"fields": FIRST_SYNC_FIELDS}),
         *(
             (title, {"fields": names})
             for title, names in FIELD_GROUPS.items()
@@ -92,6 +131,10 @@ class MailboxAdmin(admin.ModelAdmin):
     class Media:
         js = ["mailboxes/mailbox_form.js"]
         css = {"all": ["mailboxes/mailbox_form.css"]}
+
+    @admin.display(description="receiving")
+    def receiving(self, mailbox: Mailbox) -> str:
+        return receiving_text(mailbox, timezone.now())
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, mailbox: Mailbox) -> str:
@@ -159,6 +202,12 @@ class MailboxAdmin(admin.ModelAdmin):
             + (f" {skipped} offline or outbound-only skipped." if skipped else ""),
         )
 
+    @admin.action(description="Resume outbox", permissions=["change"])
+    def resume_outbox(self, request, queryset):
+        for mailbox in queryset.filter(outbox_paused=True):
+            outbox_resume(mailbox=mailbox)
+            messages.success(request, f"{mailbox.name}: outbox resumed.")
+
     def _report(self, request: HttpRequest, mailbox: Mailbox, report: ConnectionReport) -> None:
         level = (
             messages.SUCCESS
@@ -172,9 +221,16 @@ class MailboxAdmin(admin.ModelAdmin):
     def get_urls(self):
         test_view = self.admin_site.admin_view(self.test_connection_view)
         fetch_view = self.admin_site.admin_view(self.fetch_now_view)
+        test_mail_view = self.admin_site.admin_view(self.send_test_mail_view)
         return [
             path("<int:pk>/test-connection/", test_view, name="mailboxes_mailbox_test_connection"),
             path("<int:pk>/fetch-now/", fetch_view, name="mailboxes_mailbox_fetch_now"),
+            path(
+                "<int:pk>/send-test-mail/",
+                test_mail_view,
+                name="mailboxes_mailbox_send_test_mail",
+            ),
+            *self.first_sync_urls(),
             *super().get_urls(),
         ]
 
@@ -199,6 +255,29 @@ class MailboxAdmin(admin.ModelAdmin):
                 request, f"{mailbox.name} is offline or outbound-only: nothing to fetch."
             )
         return HttpResponseRedirect(reverse("admin:mailboxes_mailbox_change", args=[pk]))
+
+    def send_test_mail_view(self, request, pk: int):
+        mailbox = get_object_or_404(Mailbox, pk=pk)
+        if not self.has_change_permission(request, mailbox):
+            raise PermissionDenied
+        form = TestMailForm(request.POST or None, initial={"to": request.user.email})
+        if request.method == "POST" and form.is_valid():
+            to = form.cleaned_data["to"]
+            row = outbound_send_test(mailbox=mailbox, to=to)
+            if row.state == OutboundMessage.State.SENT:
+                reply = f" (server said: {row.server_reply})" if row.server_reply else ""
+                messages.success(request, f"Test mail sent to {to}: the server accepted it{reply}.")
+                return HttpResponseRedirect(reverse("admin:mailboxes_mailbox_change", args=[pk]))
+            # Stay on the form: fix the channel in another tab, then send again from here.
+            messages.error(request, f"The test mail to {to} was not sent. {row.last_error}")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": mailbox,
+            "form": form,
+            "title": f"Send a test mail from {mailbox.name}",
+        }
+        return TemplateResponse(request, "admin/mailboxes/mailbox/send_test_mail.html", context)
 
     # --- Delete: name the channel and count what it holds, never list every row -----------
 

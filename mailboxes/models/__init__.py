@@ -2,6 +2,7 @@
 
 from mailboxes.models.inbound import InboundMessage, KnownUidl, ProcessingStep
 from mailboxes.models.mailbox import Alias, Mailbox, Security, new_channel_id
+from mailboxes.models.outbound import OutboundMessage
 
 # new_channel_id stays importable here: migrations refer to mailboxes.models.new_channel_id.
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "InboundMessage",
     "KnownUidl",
     "Mailbox",
+    "OutboundMessage",
     "ProcessingStep",
     "Security",
     "new_channel_id",

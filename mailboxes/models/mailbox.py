@@ -8,6 +8,7 @@ the flow (002), status (003). Secrets are EncryptedTextFields and never leave th
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -60,6 +61,33 @@ class Mailbox(models.Model):
         SEEN = "seen", "Mark as read (IMAP)"
         MOVE = "move", "Move to a folder (IMAP)"
         DELETE = "delete", "Delete from the server"
+
+    class FirstSync(models.TextChoices):
+        FROM_NOW = "from_now", "Only mail from now on"
+        DAYS = "days", "The last N days"
+        EVERYTHING = "everything", "Everything in the folder"
+
+    class ImportState(models.TextChoices):
+        NONE = "", "No import"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        CANCELLED = "cancelled", "Cancelled"
+        FAILED = "failed", "Failed"
+
+    class PushState(models.TextChoices):
+        NONE = "", "Not listened to"
+        PUSH = "push", "Push (IMAP IDLE)"
+        POLLING = "polling", "Polling"
+
+    class PushReason(models.TextChoices):
+        """Why a channel a listener held is polling instead of on push."""
+
+        NONE = "", "-"
+        UNSUPPORTED = "unsupported", "The server does not offer IMAP IDLE"
+        ERROR = "error", "The IDLE connection failed; reconnecting"
+        GAVE_UP = "gave_up", "IDLE kept failing; retrying slowly"
+        STOPPED = "stopped", "No listener holds the channel"
 
     class Status(models.TextChoices):
         UNCHECKED = "unchecked", "Not checked"
@@ -278,6 +306,19 @@ class Mailbox(models.Model):
     last_poll_stored = models.PositiveIntegerField(null=True, blank=True)
     last_poll_duration_ms = models.PositiveIntegerField(null=True, blank=True)
 
+    # Push (IMAP IDLE): which listener process holds the channel (a lease of its own, renewed
+    # while it listens), and what the channel is on now, since when and why.
+    idle_lease_owner = models.CharField(max_length=64, blank=True)
+    idle_lease_expires_at = models.DateTimeField(null=True, blank=True)
+    push_state = models.CharField(
+        max_length=8, choices=PushState.choices, default=PushState.NONE, blank=True
+    )
+    push_reason = models.CharField(
+        max_length=12, choices=PushReason.choices, default=PushReason.NONE, blank=True
+    )
+    push_since = models.DateTimeField(null=True, blank=True)
+    push_detail = models.CharField(max_length=500, blank=True)
+
     # Cursor: where "new mail" starts. Empty means "not connected yet": the next poll sets it to
     # the folder's present end, so connecting never imports (or deletes) years of history.
     uidvalidity = models.BigIntegerField(null=True, blank=True)
@@ -286,6 +327,34 @@ class Mailbox(models.Model):
     cursor_note = models.CharField(max_length=300, blank=True)
     # After a UIDVALIDITY change, UIDs up to here are checked against what is already stored.
     rescan_through_uid = models.BigIntegerField(null=True, blank=True)
+
+    # First sync (older mail): what the administrator chose from the folder preview, and how
+    # far the background import has come. It has a lease of its own, so polls of new mail run
+    # beside it and are never delayed behind it.
+    first_sync = models.CharField(
+        max_length=10, choices=FirstSync.choices, default=FirstSync.FROM_NOW
+    )
+    first_sync_days = models.PositiveIntegerField(null=True, blank=True)
+    # Empty until the administrator chooses from the preview; a new folder empties it again.
+    first_sync_chosen_at = models.DateTimeField(null=True, blank=True)
+    import_state = models.CharField(
+        max_length=10, choices=ImportState.choices, default=ImportState.NONE, blank=True
+    )
+    import_total = models.PositiveIntegerField(null=True, blank=True)
+    import_done = models.PositiveIntegerField(default=0)  # looked at, imported or skipped
+    import_skipped = models.PositiveIntegerField(default=0)  # POP3: dated before the window
+    import_through_uid = models.BigIntegerField(null=True, blank=True)
+    import_last_uid = models.BigIntegerField(default=0)
+    import_started_at = models.DateTimeField(null=True, blank=True)
+    import_finished_at = models.DateTimeField(null=True, blank=True)
+    import_message = models.CharField(max_length=500, blank=True)
+    import_lease_owner = models.CharField(max_length=64, blank=True)
+    import_lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    # Outbox: paused when the outgoing server refuses the login, instead of failing every
+    # queued reply; resumed by the administrator once the credentials are fixed.
+    outbox_paused = models.BooleanField(default=False)
+    outbox_paused_reason = models.CharField(max_length=500, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -307,6 +376,14 @@ class Mailbox(models.Model):
     @property
     def is_polled(self) -> bool:
         return self.enabled and self.listen
+
+    def on_push(self, now: datetime) -> bool:
+        """A listener has an IDLE running on it and still renews its hold."""
+        return (
+            self.push_state == self.PushState.PUSH
+            and self.idle_lease_expires_at is not None
+            and self.idle_lease_expires_at > now
+        )
 
 
 class Alias(models.Model):

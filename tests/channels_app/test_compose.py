@@ -13,9 +13,12 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 
 
-def test_it_runs_web_worker_and_beat_on_postgresql_and_redis():
-    assert {"web", "worker", "beat", "postgres", "redis"} <= set(SERVICES)
-    for name in ("web", "worker", "beat"):
+POSTROOM_SERVICES = ("web", "worker", "beat", "listener")
+
+
+def test_it_runs_web_worker_beat_and_listener_on_postgresql_and_redis():
+    assert {*POSTROOM_SERVICES, "postgres", "redis"} <= set(SERVICES)
+    for name in POSTROOM_SERVICES:
         env = SERVICES[name]["environment"]
         assert env["DATABASE_URL"].startswith("postgres://")
         assert env["CELERY_BROKER_URL"].startswith("redis://")
@@ -23,7 +26,7 @@ def test_it_runs_web_worker_and_beat_on_postgresql_and_redis():
 
 
 def test_every_postroom_service_runs_a_launcher_role_that_exists():
-    for name in ("web", "worker", "beat"):
+    for name in POSTROOM_SERVICES:
         command = SERVICES[name]["command"]
         assert command[:3] == ["python", "-m", "channels_app.launcher"], name
         assert command[3] in ROLES, f"{name} runs unknown role {command[3]!r}"

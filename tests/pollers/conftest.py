@@ -5,10 +5,14 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
+from mailboxes.compose import Draft
 from mailboxes.models import Mailbox
+from mailboxes.outbox import outbound_enqueue
 from pollers.services import mailbox_poll
+from tests.pollers.listening import Listen
 
 _numbers = itertools.count(1)
 
@@ -81,3 +85,64 @@ def connected(make_channel, poll):
 
 def now():
     return timezone.now()
+
+
+# --- Mail out -------------------------------------------------------------------------------
+
+MARKER = "##- Please type your reply above this line -##"
+
+
+@pytest.fixture
+def sender(make_channel, mail_user, smtp, dovecot):
+    """make(**fields): an IMAP channel sending through the SMTP fixture over STARTTLS, with
+    the copy to the Dovecot fixture's Sent folder on."""
+    smtp.add_user(mail_user.address, mail_user.password)
+    dovecot.create_folder(mail_user, "Sent")
+
+    def make(**fields) -> Mailbox:
+        values = {
+            "email_address": mail_user.address,
+            "from_name": "Support team",
+            "smtp_port": smtp.starttls_port,
+            "smtp_security": "starttls",
+            "smtp_username": mail_user.address,
+            "reply_to": "help@example.test",
+            "sent_folder": "Sent",
+            "copy_to_sent": True,
+            "end_of_message_marker": MARKER,
+            **fields,
+        }
+        return make_channel(**values)
+
+    return make
+
+
+def enqueue(mailbox: Mailbox, **draft_fields):
+    """A reply put in the outbox the way a case will: in a transaction of its own."""
+    values = {
+        "to": ["carol@example.org"],
+        "subject": "Re: Broken kettle",
+        "text": "We are sending a new one.",
+        **draft_fields,
+    }
+    with transaction.atomic():
+        return outbound_enqueue(mailbox=mailbox, draft=Draft(**values))
+
+
+# --- IMAP IDLE listener ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def listen(transactional_db, tmp_path):
+    """Start a listener: listen(), listen(eager=False), listen(POSTROOM_IDLE_...="...")."""
+    started: list[Listen] = []
+
+    def start(**options) -> Listen:
+        started.append(Listen(tmp_path, **options))
+        return started[-1]
+
+    yield start
+    for listener in started:
+        if listener.process.poll() is None:
+            listener.process.kill()
+            listener.process.wait()

@@ -46,6 +46,8 @@ DH_PARAMS = Path("/usr/share/dovecot/dh.pem")
 MAX_USERIP_CONNECTIONS = 100
 LOGIN_PROCESS_LIMIT = 256
 SESSION_PROCESS_LIMIT = 512
+# How often an IDLE session without inotify (see the config) looks for new mail itself.
+IDLE_CHECK_INTERVAL = "1 secs"
 # Unprivileged accounts that may own the mail when we run as root (Dovecot refuses uid 0).
 MAIL_ACCOUNTS = ("nobody",)
 # Run as root, Dovecot's helper processes use these (its defaults).
@@ -120,9 +122,11 @@ class Dovecot:
     host = "127.0.0.1"
     separator = SEPARATOR
 
-    def __init__(self, root: Path, ports: Ports | None = None) -> None:
+    def __init__(self, root: Path, ports: Ports | None = None, extra_config: str = "") -> None:
         self.root = root
         self.ports = ports or Ports.pick()
+        # Appended to the generated dovecot.conf: a variant server (say, one without IDLE).
+        self.extra_config = extra_config
         self.accounts = Accounts.detect()
         self.config_path = root / "dovecot.conf"
         self.log_path = root / "dovecot.log"
@@ -370,7 +374,7 @@ class Dovecot:
         raise DovecotError(f"{what}; tail of {self.log_path}:\n{self.log_tail()}")
 
     def _config(self) -> str:
-        return _render_config(self)
+        return _render_config(self) + self.extra_config
 
 
 def _render_config(d: Dovecot) -> str:
@@ -437,6 +441,10 @@ namespace inbox {{
 
 # Many tests (and pollers under test) connect at once from one IP as the same user.
 mail_max_userip_connections = {MAX_USERIP_CONNECTIONS}
+# IDLE hears of new mail through inotify, one instance per session, and the kernel allows a
+# uid 128 of them (fs.inotify.max_user_instances): all test mail runs as one uid, so past that
+# Dovecot checks the folder every mailbox_idle_check_interval instead (default 30 s).
+mailbox_idle_check_interval = {IDLE_CHECK_INTERVAL}
 pop3_uidl_format = %08Xu%08Xv
 
 service imap-login {{

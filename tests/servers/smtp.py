@@ -101,11 +101,22 @@ class _Envelope(Envelope):
 
 
 class _ConnectionSMTP(SMTP):
-    """One client connection; remembers which listener it came in on."""
+    """One client connection; remembers which listener it came in on, and is counted."""
 
-    def __init__(self, handler: _Handler, listener: _Listener, **kwargs: Any) -> None:
+    def __init__(
+        self, handler: _Handler, listener: _Listener, server: SmtpTestServer, **kwargs: Any
+    ) -> None:
         super().__init__(handler, **kwargs)
         self.listener = listener
+        self._server = server
+        self._counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Called again with the TLS transport after STARTTLS: still the same connection.
+        if not self._counted:
+            self._counted = True
+            self._server._count_connection()
+        super().connection_made(transport)
 
     def _create_envelope(self) -> _Envelope:
         # aiosmtpd makes a fresh envelope per transaction (EHLO, RSET, after DATA), so a
@@ -244,6 +255,7 @@ class SmtpTestServer:
         self._faults: deque[_Fault] = deque()
         self._users: dict[str, str] = {}
         self._connections: weakref.WeakSet[_ConnectionSMTP] = weakref.WeakSet()
+        self._opened = 0  # connections accepted since the last reset
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
         self._servers: list[asyncio.Server] = []
@@ -258,6 +270,9 @@ class SmtpTestServer:
         # STARTTLS listener only: offer AUTH only after STARTTLS. Read when a connection
         # opens, so a change applies to connections opened afterwards.
         self.auth_require_tls = True
+        # AUTH mechanisms not to offer, e.g. ("PLAIN",) for a LOGIN-only server. Read when a
+        # connection opens.
+        self.auth_exclude: tuple[str, ...] = ()
 
     def add_user(self, username: str, password: str) -> None:
         with self._lock:
@@ -330,12 +345,25 @@ class SmtpTestServer:
             return self._faults.popleft() if self._faults else None
 
     def reset(self) -> None:
-        """Forget messages, pending failures and users; restore default settings."""
+        """Forget messages, pending failures, users and counts; restore default settings."""
         with self._lock:
             self._messages.clear()
             self._faults.clear()
             self._users.clear()
+            self._opened = 0
         self.reset_settings()
+
+    # --- Connections -----------------------------------------------------------------------
+
+    @property
+    def connections_opened(self) -> int:
+        """Client connections accepted since the last reset (one per SMTP session)."""
+        with self._lock:
+            return self._opened
+
+    def _count_connection(self) -> None:
+        with self._lock:
+            self._opened += 1
 
     # --- Clients ---------------------------------------------------------------------------
 
@@ -406,9 +434,11 @@ class SmtpTestServer:
         smtp = _ConnectionSMTP(
             self._handler,
             listener,
+            self,
             hostname=SERVER_HOSTNAME,
             authenticator=self._handler.authenticate,
             auth_require_tls=require_tls,
+            auth_exclude_mechanism=self.auth_exclude,
             enable_SMTPUTF8=True,
             timeout=self._idle_timeout,
             loop=self._loop,
