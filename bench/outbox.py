@@ -16,12 +16,13 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench.ingest import _django_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 0.5
@@ -68,22 +69,6 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench outbox")
     parser.add_argument("--n", type=int, default=2000, help="messages")
     return parser.parse_args(argv)
-
-
-def _django_env(var: Path) -> dict[str, str]:
-    from cryptography.fernet import Fernet
-
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "channels_app.settings",
-        "POSTROOM_VAR_DIR": str(var),
-        "DEBUG": "false",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "POSTROOM_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-        "POSTROOM_BLOCKED_NETWORKS": "169.254.0.0/16",
-        "DATABASE_URL": f"sqlite:///{var / 'postroom.sqlite3'}",
-        "LOG_LEVEL": "WARNING",
-    }
 
 
 def _child(spec: dict, env: dict[str, str]) -> dict:

@@ -40,6 +40,7 @@ FIELD_GROUPS: dict[str, list[str]] = {
         "oauth_discovery_url",
         "oauth_login",
         "oauth_tenant",
+        "oauth_shared_mailbox",
     ],
     "Receive emails (incoming server)": [
         "listen",

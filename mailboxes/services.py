@@ -94,7 +94,13 @@ def mailbox_probe(*, mailbox: Mailbox) -> ConnectionReport:
     """Log in to the channel's servers as configured (saved or not) and report; writes nothing."""
     report = ConnectionReport()
     if mailbox.auth_type == Mailbox.AuthType.OAUTH2:
-        report.notes.append("Not connected yet: OAuth2 channels connect after signing in.")
+        if mailbox.oauth_refresh_token:
+            report.notes.append(
+                f"Signed in as {mailbox.oauth_signed_in_as}; mail server logins with the token "
+                "(XOAUTH2) are not available yet."
+            )
+        else:
+            report.notes.append("Not connected yet: OAuth2 channels connect after signing in.")
         return report
     policy = network_policy()
     if mailbox.listen:

@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.browser",
     "tests.launch",
     "tests.servers.dovecot",
+    "tests.servers.oauth",
     "tests.servers.proxy",
     "tests.servers.sendgrid",
     "tests.servers.smtp",

@@ -19,6 +19,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from mailboxes.admin.first_sync import FIRST_SYNC_FIELDS, FirstSyncAdminMixin
+from mailboxes.admin.oauth import OAUTH_FIELDS, OAuthAdminMixin, sign_in_label
 from mailboxes.forms import FIELD_GROUPS, SECRET_FIELDS, AliasForm, MailboxForm, TestMailForm
 from mailboxes.models import Alias, Mailbox, OutboundMessage
 from mailboxes.outbox import outbound_send_test, outbox_resume
@@ -97,7 +98,7 @@ class AliasInline(admin.TabularInline):
 
 
 @admin.register(Mailbox)
-class MailboxAdmin(FirstSyncAdminMixin, admin.ModelAdmin):
+class MailboxAdmin(OAuthAdminMixin, FirstSyncAdminMixin, admin.ModelAdmin):
     form = MailboxForm
     inlines = [AliasInline]
     list_display = [
@@ -111,7 +112,13 @@ class MailboxAdmin(FirstSyncAdminMixin, admin.ModelAdmin):
     ]
     list_filter = ["status", "protocol", "enabled", "server_type", "auth_type"]
     search_fields = ["name", "email_address", "channel_id"]
-    readonly_fields = ["channel_id", *STATUS_FIELDS, *POLL_FIELDS, *FIRST_SYNC_FIELDS]
+    readonly_fields = [
+        "channel_id",
+        *STATUS_FIELDS,
+        *POLL_FIELDS,
+        *FIRST_SYNC_FIELDS,
+        *OAUTH_FIELDS,
+    ]
     actions = ["take_online", "take_offline", "test_connection", "fetch_now", "resume_outbox"]
     save_on_top = True
     # An administrator typing "accounts.example.com/token" means https, never http.
@@ -119,6 +126,7 @@ class MailboxAdmin(FirstSyncAdminMixin, admin.ModelAdmin):
     fieldsets = [
         ("Channel", {"fields": ["channel_id", *FIELD_GROUPS["Channel"]]}),
         ("Status", {"fields": STATUS_FIELDS}),
+        ("OAuth2 sign-in", {"fields": OAUTH_FIELDS}),
         ("Polling", {"fields": POLL_FIELDS}),
         ("First sync", {"fields": FIRST_SYNC_FIELDS}),
         *(
@@ -153,6 +161,9 @@ class MailboxAdmin(FirstSyncAdminMixin, admin.ModelAdmin):
 
     @sensitive
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        mailbox = self.get_object(request, object_id)
+        if mailbox is not None and mailbox.auth_type == Mailbox.AuthType.OAUTH2:
+            extra_context = {**(extra_context or {}), "sign_in_label": sign_in_label(mailbox)}
         return super().change_view(request, object_id, form_url, extra_context)
 
     def save_model(self, request, obj, form, change):
@@ -231,6 +242,7 @@ class MailboxAdmin(FirstSyncAdminMixin, admin.ModelAdmin):
                 name="mailboxes_mailbox_send_test_mail",
             ),
             *self.first_sync_urls(),
+            *self.oauth_urls(),
             *super().get_urls(),
         ]
 

@@ -235,6 +235,24 @@ class Mailbox(models.Model):
         default="common",
         help_text="common, organizations, or your tenant ID.",
     )
+    oauth_shared_mailbox = models.BooleanField(
+        "Microsoft 365 shared mailbox",
+        default=False,
+        help_text="A delegate signs in; Postroom then logs in as the channel's address.",
+    )
+
+    # OAuth2 tokens from the sign-in (issue 10): encrypted, never in a form. The expiry is
+    # ISO 8601 text so that it too is encrypted (see oauth_expires_at).
+    oauth_access_token = EncryptedTextField(editable=False)
+    oauth_refresh_token = EncryptedTextField(editable=False)
+    oauth_token_expires = EncryptedTextField(editable=False)
+    oauth_scopes = EncryptedTextField("granted scopes", editable=False)
+    oauth_signed_in_as = models.CharField("signed in as", max_length=254, blank=True)
+    oauth_signed_in_at = models.DateTimeField("signed in at", null=True, blank=True)
+    oauth_refreshed_at = models.DateTimeField("token last refreshed", null=True, blank=True)
+    oauth_rotated_at = models.DateTimeField("refresh token last rotated", null=True, blank=True)
+    # One refresh per channel at a time: taken by conditional UPDATE, expires if its holder dies.
+    oauth_refresh_lease_until = models.DateTimeField(null=True, blank=True)
 
     # Email handling (seed 001)
     case_response_template = models.TextField(
@@ -372,6 +390,15 @@ class Mailbox(models.Model):
     @property
     def login_username(self) -> str:
         return self.username or self.email_address
+
+    @property
+    def oauth_expires_at(self) -> datetime | None:
+        expires = self.oauth_token_expires
+        return datetime.fromisoformat(expires) if expires else None
+
+    @property
+    def oauth_connected(self) -> bool:
+        return bool(self.oauth_refresh_token)
 
     @property
     def is_polled(self) -> bool:
