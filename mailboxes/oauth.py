@@ -14,10 +14,16 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import Q
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
 from mailboxes.models import Mailbox
+from mailboxes.outbox import outbox_resume
 from mailboxes.services import network_policy
 from providers import oauth
 from providers.errors import ProviderError
@@ -27,6 +33,18 @@ logger = logging.getLogger(__name__)
 SESSION_KEY = "postroom_oauth_pending"
 PENDING_SECONDS = 600  # the issue's 10 minutes: a sign-in left open longer starts again
 REFRESH_LEASE = timedelta(seconds=60)
+# An access token with less than this left is refreshed before use: a poll or a send must not
+# start with a token that dies halfway through the login.
+REFRESH_MARGIN = timedelta(seconds=30)
+# How long a login waits for another worker's refresh of the same channel to finish.
+REFRESH_WAIT_SECONDS = 10.0
+TOKEN_FIELDS = [
+    "oauth_access_token",
+    "oauth_refresh_token",
+    "oauth_token_expires",
+    "oauth_refused_at",
+    "oauth_signed_in_as",
+]
 _now = time.time  # a seam: tests move the clock instead of waiting 10 minutes
 
 
@@ -146,7 +164,15 @@ def mailbox_oauth_finish(*, mailbox: Mailbox, pending: Pending, code: str) -> oa
     _check_account(mailbox, tokens.signed_in_as)
     mailbox_oauth_store(mailbox=mailbox, tokens=tokens, signed_in=True)
     logger.info("channel %s: OAuth2 sign-in stored", mailbox.channel_id)
+    _resume_after_sign_in(mailbox)
     return tokens
+
+
+def _resume_after_sign_in(mailbox: Mailbox) -> None:
+    """A new sign-in ends the pause a refused one started: poll at once, send what waited."""
+    Mailbox.objects.filter(pk=mailbox.pk).update(next_poll_at=timezone.now())
+    if mailbox.outbox_paused:
+        outbox_resume(mailbox=mailbox)
 
 
 def mailbox_oauth_store(*, mailbox: Mailbox, tokens: oauth.TokenSet, signed_in: bool) -> None:
@@ -160,7 +186,9 @@ def mailbox_oauth_store(*, mailbox: Mailbox, tokens: oauth.TokenSet, signed_in: 
     if tokens.scope:
         fields["oauth_scopes"] = tokens.scope
     if signed_in:
-        fields.update(oauth_signed_in_as=tokens.signed_in_as, oauth_signed_in_at=now)
+        fields.update(
+            oauth_signed_in_as=tokens.signed_in_as, oauth_signed_in_at=now, oauth_refused_at=None
+        )
     if tokens.rotated:
         fields["oauth_rotated_at"] = now
     for name, value in fields.items():
@@ -184,7 +212,8 @@ def mailbox_oauth_refresh(*, mailbox: Mailbox) -> bool:
     if not taken:
         return False
     try:
-        mailbox.refresh_from_db()
+        # Only the OAuth fields: the instance may carry an administrator's unsaved edits.
+        mailbox.refresh_from_db(fields=TOKEN_FIELDS)
         app = mailbox_oauth_app(mailbox=mailbox)
         policy = network_policy()
         endpoints = oauth.endpoints_resolve(app, policy)
@@ -192,9 +221,110 @@ def mailbox_oauth_refresh(*, mailbox: Mailbox) -> bool:
             app, endpoints, policy, refresh_token=mailbox.oauth_refresh_token
         )
         mailbox_oauth_store(mailbox=mailbox, tokens=tokens, signed_in=False)
+    except oauth.SignInRefused as err:
+        # Re-worded, so that the poll which records this error keeps "sign in again" up front.
+        raise oauth.SignInRefused(mailbox_oauth_refused(mailbox=mailbox, error=err)) from err
     finally:
         Mailbox.objects.filter(pk=mailbox.pk).update(oauth_refresh_lease_until=None)
     return True
+
+
+def mailbox_access_token(*, mailbox: Mailbox, rejected_token: str = "") -> str:
+    """An access token for the mail servers: the stored one while it has REFRESH_MARGIN left,
+    else a refreshed one. `rejected_token` is one a server just refused: refreshed even if
+    not expired, unless another worker has replaced it meanwhile.
+
+    Raises SignInRefused while the channel waits for a new sign-in, OAuthFailed when the
+    provider cannot be reached (worth retrying).
+    """
+    if mailbox.oauth_refused_at is not None or not mailbox.oauth_refresh_token:
+        raise oauth.SignInRefused(sign_in_again_message(mailbox))
+    if _usable(mailbox, rejected_token):
+        return mailbox.oauth_access_token
+    if not mailbox_oauth_refresh(mailbox=mailbox):
+        _wait_for_refresh(mailbox)
+        mailbox.refresh_from_db(fields=TOKEN_FIELDS)
+        if mailbox.oauth_refused_at is not None:
+            raise oauth.SignInRefused(sign_in_again_message(mailbox))
+        if not _usable(mailbox, rejected_token):
+            raise oauth.OAuthFailed(
+                "Another worker is still refreshing this channel's access token; Postroom "
+                "will retry."
+            )
+    return mailbox.oauth_access_token
+
+
+def _usable(mailbox: Mailbox, rejected_token: str) -> bool:
+    token = mailbox.oauth_access_token
+    if not token or token == rejected_token:
+        return False
+    expires = mailbox.oauth_expires_at
+    return expires is None or expires - timezone.now() > REFRESH_MARGIN
+
+
+def _wait_for_refresh(mailbox: Mailbox) -> None:
+    """Until the other worker's refresh lease is gone (it finished or died), a while at most."""
+    deadline = time.monotonic() + REFRESH_WAIT_SECONDS
+    busy = Mailbox.objects.filter(pk=mailbox.pk, oauth_refresh_lease_until__gt=timezone.now())
+    while busy.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def sign_in_again_message(mailbox: Mailbox) -> str:
+    return (
+        f"Sign in again: the OAuth2 sign-in of {mailbox.email_address} no longer works. Use "
+        "the sign-in button on the channel page; polling and the outbox are paused until then."
+    )
+
+
+def mailbox_oauth_refused(*, mailbox: Mailbox, error: ProviderError) -> str:
+    """The provider refused the refresh token (revoked, password changed: seed 001).
+
+    The channel turns red with "sign in again"; the dispatcher skips it and its outbox pauses
+    until a new sign-in. The conditional UPDATE makes this happen once per refusal, so the
+    administrators' mail goes once, not at every poll.
+    """
+    now = timezone.now()
+    reason = f"{sign_in_again_message(mailbox)} ({error})"
+    changed = Mailbox.objects.filter(pk=mailbox.pk, oauth_refused_at__isnull=True).update(
+        oauth_refused_at=now,
+        status=Mailbox.Status.ERROR,
+        status_message=reason[:500],
+        last_error=reason,
+        last_error_at=now,
+        outbox_paused=True,
+        outbox_paused_reason=reason[:500],
+    )
+    mailbox.oauth_refused_at = mailbox.oauth_refused_at or now
+    if changed:
+        logger.warning("channel %s: the provider refused the refresh token", mailbox.channel_id)
+        transaction.on_commit(lambda: _notify_administrators(mailbox))
+    return reason
+
+
+def _notify_administrators(mailbox: Mailbox) -> None:
+    """One mail to everyone who may change channels (superusers, and staff with the right)."""
+    users = get_user_model().objects.filter(is_active=True, is_staff=True).exclude(email="")
+    permitted = (
+        Q(is_superuser=True)
+        | Q(user_permissions__codename="change_mailbox")
+        | Q(groups__permissions__codename="change_mailbox")
+    )
+    recipients = sorted(set(users.filter(permitted).values_list("email", flat=True)))
+    if not recipients:
+        return
+    context = {
+        "mailbox": mailbox,
+        "change_url": settings.POSTROOM_BASE_URL.rstrip("/")
+        + reverse("admin:mailboxes_mailbox_change", args=[mailbox.pk]),
+    }
+    subject = render_to_string("mailboxes/mail/sign_in_again_subject.txt", context)
+    body = render_to_string("mailboxes/mail/sign_in_again.txt", context)
+    try:
+        send_mail(" ".join(subject.split()), body, None, recipients)
+    except OSError as exc:  # smtplib's errors are OSErrors too
+        # The channel is red on its page either way; a mail server down must not break a poll.
+        logger.warning("channel %s: could not mail administrators: %s", mailbox.channel_id, exc)
 
 
 def _check_account(mailbox: Mailbox, signed_in_as: str) -> None:

@@ -18,6 +18,7 @@ from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.services import mailbox_sendgrid_settings, mailbox_smtp_settings, network_policy
 from mailboxes.signals import send_requested
 from providers.config import SendGridSettings, SmtpSettings
+from providers.errors import ProviderError
 from providers.outgoing import Envelope, SendResult, outgoing_session
 
 State = OutboundMessage.State
@@ -78,8 +79,13 @@ def outbound_send_test(*, mailbox: Mailbox, to: str) -> OutboundMessage:
     with transaction.atomic(durable=True):
         row.save()
     envelope = Envelope(row.mail_from, tuple(row.recipients), bytes(row.raw))
-    with outgoing_session(mailbox_sender_settings(mailbox=mailbox), network_policy()) as session:
-        result = session.send(envelope)
+    try:
+        sender = mailbox_sender_settings(mailbox=mailbox)  # an OAuth2 token may need a refresh
+    except ProviderError as err:
+        result = SendResult(ok=False, error=err)
+    else:
+        with outgoing_session(sender, network_policy()) as session:
+            result = session.send(envelope)
     OutboundMessage.objects.filter(pk=row.pk, claimed_by=owner).update(**_outcome(result))
     row.refresh_from_db()
     return row

@@ -6,7 +6,9 @@ Views, admin actions, tasks and commands parse input and call these.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from django.apps import apps
 from django.conf import settings
@@ -18,6 +20,7 @@ from mailboxes.models import KnownUidl, Mailbox
 from mailboxes.signals import poll_requested
 from providers.checks import incoming_check, sendgrid_check, smtp_check
 from providers.config import (
+    AnyCredentials,
     Credentials,
     IncomingSettings,
     MailboxCheck,
@@ -25,10 +28,13 @@ from providers.config import (
     SendGridSettings,
     ServerAddress,
     SmtpSettings,
+    TokenCredentials,
 )
-from providers.errors import ProviderError
+from providers.errors import AuthenticationFailed, ProviderError
 
 logger = logging.getLogger(__name__)
+S = TypeVar("S", IncomingSettings, SmtpSettings)
+T = TypeVar("T")
 
 
 @dataclass
@@ -58,7 +64,9 @@ def network_policy() -> NetworkPolicy:
     return NetworkPolicy.from_strings(settings.POSTROOM_BLOCKED_NETWORKS)
 
 
-def mailbox_incoming_settings(*, mailbox: Mailbox) -> IncomingSettings:
+def mailbox_incoming_settings(*, mailbox: Mailbox, rejected_token: str = "") -> IncomingSettings:
+    """Where and how to log in; for an OAuth2 channel with a fresh access token (which may
+    mean a refresh now: raises SignInRefused or OAuthFailed when that fails)."""
     server = ServerAddress(
         host=mailbox.incoming_host,
         port=mailbox.incoming_port,
@@ -66,11 +74,14 @@ def mailbox_incoming_settings(*, mailbox: Mailbox) -> IncomingSettings:
         trust_self_signed=mailbox.trust_self_signed,
         timeout=settings.POSTROOM_CONNECT_TIMEOUT,
     )
-    credentials = Credentials(username=mailbox.login_username, password=mailbox.password)
+    if mailbox.auth_type == Mailbox.AuthType.OAUTH2:
+        credentials = mailbox_token_credentials(mailbox=mailbox, rejected_token=rejected_token)
+    else:
+        credentials = Credentials(username=mailbox.login_username, password=mailbox.password)
     return IncomingSettings(mailbox.protocol, server, credentials, folder=mailbox.folder)
 
 
-def mailbox_smtp_settings(*, mailbox: Mailbox) -> SmtpSettings:
+def mailbox_smtp_settings(*, mailbox: Mailbox, rejected_token: str = "") -> SmtpSettings:
     server = ServerAddress(
         host=mailbox.smtp_host,
         port=mailbox.smtp_port,
@@ -78,10 +89,42 @@ def mailbox_smtp_settings(*, mailbox: Mailbox) -> SmtpSettings:
         trust_self_signed=mailbox.trust_self_signed,
         timeout=settings.POSTROOM_CONNECT_TIMEOUT,
     )
-    username = mailbox.smtp_username or mailbox.login_username
-    password = mailbox.smtp_password or mailbox.password
-    credentials = Credentials(username=username, password=password) if password else None
+    credentials: AnyCredentials | None
+    if mailbox.auth_type == Mailbox.AuthType.OAUTH2:
+        credentials = mailbox_token_credentials(mailbox=mailbox, rejected_token=rejected_token)
+    else:
+        username = mailbox.smtp_username or mailbox.login_username
+        password = mailbox.smtp_password or mailbox.password
+        credentials = Credentials(username=username, password=password) if password else None
     return SmtpSettings(server, credentials)
+
+
+def mailbox_token_credentials(*, mailbox: Mailbox, rejected_token: str = "") -> TokenCredentials:
+    """XOAUTH2 logs in as the signed-in account, or for a Microsoft 365 shared mailbox as the
+    channel's address (the delegate's token, the mailbox's name)."""
+    # Imported here: mailboxes.oauth builds on this module (network_policy).
+    from mailboxes.oauth import mailbox_access_token
+
+    token = mailbox_access_token(mailbox=mailbox, rejected_token=rejected_token)
+    if mailbox.oauth_shared_mailbox:
+        user = mailbox.email_address
+    else:
+        user = mailbox.oauth_signed_in_as or mailbox.oauth_login or mailbox.email_address
+    return TokenCredentials(username=user, access_token=token)
+
+
+def mailbox_with_token(*, mailbox: Mailbox, build: Callable[..., S], use: Callable[[S], T]) -> T:
+    """use(build(mailbox)); when a server refuses an OAuth2 access token, once more with a
+    refreshed one (the issue: "refresh before expiry and once on an authentication failure").
+    A provider may end a token early (revoked sessions, a changed password)."""
+    built = build(mailbox=mailbox)
+    try:
+        return use(built)
+    except AuthenticationFailed:
+        if not isinstance(built.credentials, TokenCredentials):
+            raise
+    rejected = built.credentials.access_token
+    return use(build(mailbox=mailbox, rejected_token=rejected))
 
 
 def mailbox_sendgrid_settings(*, mailbox: Mailbox) -> SendGridSettings:
@@ -91,28 +134,31 @@ def mailbox_sendgrid_settings(*, mailbox: Mailbox) -> SendGridSettings:
 
 
 def mailbox_probe(*, mailbox: Mailbox) -> ConnectionReport:
-    """Log in to the channel's servers as configured (saved or not) and report; writes nothing."""
+    """Log in to the channel's servers as configured (saved or not) and report; writes nothing
+    but a refreshed OAuth2 token (or the refusal of one)."""
     report = ConnectionReport()
-    if mailbox.auth_type == Mailbox.AuthType.OAUTH2:
-        if mailbox.oauth_refresh_token:
-            report.notes.append(
-                f"Signed in as {mailbox.oauth_signed_in_as}; mail server logins with the token "
-                "(XOAUTH2) are not available yet."
-            )
-        else:
-            report.notes.append("Not connected yet: OAuth2 channels connect after signing in.")
+    if mailbox.auth_type == Mailbox.AuthType.OAUTH2 and not mailbox.oauth_refresh_token:
+        report.notes.append("Not connected yet: OAuth2 channels connect after signing in.")
         return report
     policy = network_policy()
     if mailbox.listen:
         try:
-            report.check = incoming_check(mailbox_incoming_settings(mailbox=mailbox), policy)
+            report.check = mailbox_with_token(
+                mailbox=mailbox,
+                build=mailbox_incoming_settings,
+                use=lambda incoming: incoming_check(incoming, policy),
+            )
         except ProviderError as err:
             report.errors["incoming"] = err
     try:
         if mailbox.server_type == Mailbox.ServerType.SENDGRID:
             sendgrid_check(mailbox_sendgrid_settings(mailbox=mailbox))
         else:
-            smtp_check(mailbox_smtp_settings(mailbox=mailbox), policy)
+            mailbox_with_token(
+                mailbox=mailbox,
+                build=mailbox_smtp_settings,
+                use=lambda smtp: smtp_check(smtp, policy),
+            )
     except ProviderError as err:
         report.errors["outgoing"] = err
     return report

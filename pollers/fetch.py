@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mailboxes.models import InboundMessage, Mailbox
-from mailboxes.services import mailbox_incoming_settings, network_policy
+from mailboxes.services import mailbox_incoming_settings, mailbox_with_token, network_policy
 from mailboxes.storage import (
     Fetched,
     cursor_start,
@@ -22,6 +22,7 @@ from mailboxes.storage import (
     pop3_seen_uidls,
     server_actions_done,
 )
+from providers.config import IncomingSettings
 from providers.errors import MessageUnreadable, ProviderError
 from providers.imap import imap_connect
 from providers.imap_folder import ImapFolder
@@ -50,18 +51,23 @@ class PollContext:
 
 
 def mailbox_fetch(ctx: PollContext) -> PollOutcome:
-    if ctx.mailbox.protocol == Mailbox.Protocol.POP3:
-        return _pop3_fetch(ctx)
-    return _imap_fetch(ctx)
+    # An OAuth2 channel's token may be refused (ended early): refreshed once, fetched again.
+    # Nothing is stored before the login, and a fetch is idempotent after it anyway.
+    fetch = _pop3_fetch if ctx.mailbox.protocol == Mailbox.Protocol.POP3 else _imap_fetch
+    return mailbox_with_token(
+        mailbox=ctx.mailbox,
+        build=mailbox_incoming_settings,
+        use=lambda settings: fetch(ctx, settings),
+    )
 
 
 # --- IMAP -----------------------------------------------------------------------------------
 
 
-def _imap_fetch(ctx: PollContext) -> PollOutcome:
+def _imap_fetch(ctx: PollContext, settings: IncomingSettings) -> PollOutcome:
     mailbox, outcome = ctx.mailbox, ctx.outcome
     readonly = mailbox.after_import == Mailbox.AfterImport.LEAVE
-    with imap_connect(mailbox_incoming_settings(mailbox=mailbox), network_policy()) as client:
+    with imap_connect(settings, network_policy()) as client:
         folder = ImapFolder(client, mailbox.folder, readonly=readonly)
         state = folder.state
         if mailbox.cursor_set_at is None or mailbox.uidvalidity is None:
@@ -159,9 +165,9 @@ def _imap_act(mailbox: Mailbox, folder: ImapFolder, rows) -> ProviderError | Non
 # --- POP3 -----------------------------------------------------------------------------------
 
 
-def _pop3_fetch(ctx: PollContext) -> PollOutcome:
+def _pop3_fetch(ctx: PollContext, settings: IncomingSettings) -> PollOutcome:
     mailbox, outcome = ctx.mailbox, ctx.outcome
-    with pop3_connect(mailbox_incoming_settings(mailbox=mailbox), network_policy()) as client:
+    with pop3_connect(settings, network_policy()) as client:
         maildrop = Pop3Maildrop(client)
         listing = maildrop.messages()
         if mailbox.cursor_set_at is None:

@@ -59,7 +59,9 @@ def outbox_send_due(*, mailbox_id: int) -> OutboxRun:
         return run
     try:
         # One session for every batch of this run: one login, however much is due.
-        sender = mailbox_sender_settings(mailbox=mailbox)
+        sender = _sender(mailbox, run)
+        if sender is None:
+            return run
         with outgoing_session(sender, network_policy()) as session:
             while not run.paused and (rows := _claim_due(mailbox, owner)):
                 _send(mailbox, session, rows, owner, run)
@@ -67,6 +69,18 @@ def outbox_send_due(*, mailbox_id: int) -> OutboxRun:
     finally:
         SendSlot.objects.filter(mailbox=mailbox, owner=owner).update(owner="", expires_at=None)
     return run
+
+
+def _sender(mailbox: Mailbox, run: OutboxRun):
+    """The channel's sender settings; None when an OAuth2 token could not be had. A refused
+    sign-in has paused the outbox already; a provider out of reach leaves the rows due, and
+    the sweeper tries again."""
+    try:
+        return mailbox_sender_settings(mailbox=mailbox)
+    except ProviderError as err:
+        logger.warning("channel %s: no access token to send with (%s)", mailbox.pk, err.kind)
+        run.paused = err.kind == "oauth_refused"
+        return None
 
 
 def outbox_sweep() -> list[int]:
@@ -250,9 +264,9 @@ def _copy_to_sent(mailbox: Mailbox, rows: list[OutboundMessage]) -> None:
         and mailbox.protocol == Mailbox.Protocol.IMAP
     ):
         return
-    incoming = mailbox_incoming_settings(mailbox=mailbox)
     raws = [bytes(row.raw) for row in rows]
     try:
+        incoming = mailbox_incoming_settings(mailbox=mailbox)
         errors = imap_append_sent(incoming, network_policy(), mailbox.sent_folder, raws)
     except ProviderError as err:
         errors = [err] * len(rows)

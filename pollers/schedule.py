@@ -30,7 +30,8 @@ def polls_claim_due(*, now: datetime | None = None, limit: int = DISPATCH_LIMIT)
     now = now or timezone.now()
     push_expire_stale(now=now)
     due = (
-        Mailbox.objects.filter(enabled=True, listen=True)
+        # A channel whose OAuth2 sign-in was refused waits for a new one (it sets next_poll_at).
+        Mailbox.objects.filter(enabled=True, listen=True, oauth_refused_at__isnull=True)
         .filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=now))
         .order_by("next_poll_at")
         .values_list("pk", "next_poll_at", "refresh_interval", "push_state")[:limit]

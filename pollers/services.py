@@ -26,9 +26,12 @@ class PollResult:
 
 
 def mailbox_poll(*, mailbox_id: int) -> PollResult:
-    mailbox = Mailbox.objects.filter(pk=mailbox_id, enabled=True, listen=True).first()
+    mailbox = Mailbox.objects.filter(
+        pk=mailbox_id, enabled=True, listen=True, oauth_refused_at__isnull=True
+    ).first()
     if mailbox is None:
-        return PollResult(ran=False)  # deleted, offline or outbound-only since it was queued
+        # Deleted, offline, outbound-only or waiting for a new OAuth2 sign-in since it was queued.
+        return PollResult(ran=False)
     owner = lease_owner_new()
     if not lease_acquire(mailbox_id=mailbox_id, owner=owner):
         return PollResult(ran=False)

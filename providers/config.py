@@ -42,19 +42,39 @@ class Credentials:
     username: str
     password: str = field(default="", repr=False)
 
+    @property
+    def secret(self) -> str:
+        """What must never appear in a message: replaced by *** in what servers say."""
+        return self.password
+
+
+@dataclass(frozen=True)
+class TokenCredentials:
+    """An OAuth2 access token for SASL XOAUTH2 (or OAUTHBEARER): the login is `username`."""
+
+    username: str
+    access_token: str = field(default="", repr=False)
+
+    @property
+    def secret(self) -> str:
+        return self.access_token
+
+
+AnyCredentials = Credentials | TokenCredentials
+
 
 @dataclass(frozen=True)
 class IncomingSettings:
     protocol: str  # "imap" | "pop3"
     server: ServerAddress
-    credentials: Credentials
+    credentials: AnyCredentials
     folder: str = "INBOX"
 
 
 @dataclass(frozen=True)
 class SmtpSettings:
     server: ServerAddress
-    credentials: Credentials | None  # None: send without AUTH
+    credentials: AnyCredentials | None  # None: send without AUTH
 
 
 @dataclass(frozen=True)

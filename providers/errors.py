@@ -123,3 +123,16 @@ def auth_refused(
         "need an app password or OAuth2.",
         permanent=permanent,
     )
+
+
+def token_refused(
+    host: str, reply: str | bytes | None, *secrets: str, permanent: bool = True
+) -> AuthenticationFailed:
+    """An access token the server would not take (XOAUTH2): expired, revoked, wrong scope."""
+    said = server_said(reply, *secrets)
+    detail = f" (server said: {said})" if said else ""
+    return AuthenticationFailed(
+        f"{host} refused the OAuth2 access token{detail}. Check that the sign-in granted the "
+        "mail scopes and that the signed-in account may use this mailbox.",
+        permanent=permanent,
+    )

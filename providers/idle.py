@@ -416,7 +416,7 @@ class IdleEngine:
         first, _, rest = text.partition(b" ")
         if first.upper() == b"BYE":
             if channel.state != CLOSING:  # expected after our LOGOUT
-                said = server_said(rest, channel.settings.credentials.password)
+                said = server_said(rest, channel.settings.credentials.secret)
                 message = f"{channel.where} closed the IMAP connection (server said: {said})."
                 self._fail(channel, ProtocolError(message), now)
             return
@@ -445,7 +445,7 @@ class IdleEngine:
             # The IDLE ended: after our DONE (re-issue) or because the server chose to.
             self._send_idle(channel, now)
         else:
-            said_text = server_said(said, channel.settings.credentials.password)
+            said_text = server_said(said, channel.settings.credentials.secret)
             error = ProtocolError(f"{channel.where} refused IDLE (server said: {said_text}).")
             self._fail(channel, error, now)
 

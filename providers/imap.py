@@ -15,13 +15,15 @@ from imapclient.exceptions import LoginError
 
 from providers import netguard, tls
 from providers.config import (
-    Credentials,
+    AnyCredentials,
     IncomingSettings,
     MailboxCheck,
     NetworkPolicy,
     ServerAddress,
+    TokenCredentials,
 )
 from providers.errors import (
+    AuthenticationFailed,
     ConnectionTimedOut,
     FolderMissing,
     ProtocolError,
@@ -29,6 +31,7 @@ from providers.errors import (
     TLSFailed,
     auth_refused,
     server_said,
+    token_refused,
 )
 
 logger = logging.getLogger(__name__)
@@ -134,15 +137,18 @@ def imap_check(settings: IncomingSettings, policy: NetworkPolicy) -> MailboxChec
     )
 
 
-def login(client: IMAPClient, credentials: Credentials) -> None:
-    """Password login. XOAUTH2 belongs here: client.oauth2_login(user, token) for a token."""
-    username, password = credentials.username, credentials.password
+def login(client: IMAPClient, credentials: AnyCredentials) -> None:
+    """Password login, or SASL XOAUTH2 with an access token (imapclient's oauth2_login)."""
+    username, secret = credentials.username, credentials.secret
     try:
-        if username.isascii() and password.isascii():
-            client.login(username, password)
+        if isinstance(credentials, TokenCredentials):
+            _require_xoauth2(client)
+            client.oauth2_login(username, secret)
+        elif username.isascii() and secret.isascii():
+            client.login(username, secret)
         else:
             # LOGIN's strings are ASCII-only in imaplib; AUTHENTICATE PLAIN carries UTF-8.
-            client.plain_login(username, password)
+            client.plain_login(username, secret)
     except LoginError as exc:
         # imapclient turns every failure during LOGIN into LoginError; a connection that broke
         # is not a refused password, and must not read as one (nor count as permanent).
@@ -150,7 +156,17 @@ def login(client: IMAPClient, credentials: Credentials) -> None:
             raise ProtocolError(
                 f"The connection to {client.host} broke during sign-in; Postroom will retry."
             ) from exc
-        raise auth_refused(client.host, _reply(exc), password) from exc
+        if isinstance(credentials, TokenCredentials):
+            raise token_refused(client.host, _reply(exc), secret) from exc
+        raise auth_refused(client.host, _reply(exc), secret) from exc
+
+
+def _require_xoauth2(client: IMAPClient) -> None:
+    if not client.has_capability("AUTH=XOAUTH2"):
+        raise AuthenticationFailed(
+            f"{client.host} does not offer OAuth2 logins (AUTH=XOAUTH2): use a password "
+            "instead, or check the incoming server."
+        )
 
 
 def select_folder(client: IMAPClient, folder: str, *, readonly: bool) -> dict[bytes, Any]:
@@ -166,7 +182,7 @@ def select_folder(client: IMAPClient, folder: str, *, readonly: bool) -> dict[by
 
 
 @contextlib.contextmanager
-def mapped_errors(server: ServerAddress, credentials: Credentials) -> Iterator[None]:
+def mapped_errors(server: ServerAddress, credentials: AnyCredentials) -> Iterator[None]:
     """imaplib's, ssl's and socket's exceptions as ProviderErrors naming the server."""
     where = f"{server.host} port {server.port}"
     try:
@@ -176,10 +192,10 @@ def mapped_errors(server: ServerAddress, credentials: Credentials) -> Iterator[N
     except ssl.SSLError as exc:
         raise tls.tls_error(exc, server) from exc
     except imaplib.IMAP4.abort as exc:
-        said = server_said(str(exc), credentials.password)
+        said = server_said(str(exc), credentials.secret)
         raise ProtocolError(f"The IMAP connection to {where} broke ({said}).") from exc
     except imaplib.IMAP4.error as exc:
-        said = _reply(exc, credentials.password)
+        said = _reply(exc, credentials.secret)
         raise ProtocolError(f"{server.host} answered unexpectedly (server said: {said}).") from exc
     except TimeoutError as exc:
         raise ConnectionTimedOut(

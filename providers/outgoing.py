@@ -247,7 +247,7 @@ def _ascii(envelope: Envelope) -> bool:
 
 
 def _secrets(settings: SmtpSettings) -> tuple[str, ...]:
-    return (settings.credentials.password,) if settings.credentials else ()
+    return (settings.credentials.secret,) if settings.credentials else ()
 
 
 # --- SendGrid v3 mail send --------------------------------------------------------------------

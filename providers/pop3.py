@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import poplib
 import socket
@@ -10,19 +11,22 @@ from collections.abc import Iterator
 
 from providers import netguard, tls
 from providers.config import (
-    Credentials,
+    AnyCredentials,
     IncomingSettings,
     MailboxCheck,
     NetworkPolicy,
     ServerAddress,
+    TokenCredentials,
 )
 from providers.errors import (
+    AuthenticationFailed,
     ConnectionTimedOut,
     ProtocolError,
     ProviderError,
     TLSFailed,
     auth_refused,
     server_said,
+    token_refused,
 )
 
 # poplib refuses lines over 2,048 bytes ("line too long"), but real mail has longer ones
@@ -90,8 +94,11 @@ def pop3_check(settings: IncomingSettings, policy: NetworkPolicy) -> MailboxChec
     return MailboxCheck(message_count=count)
 
 
-def login(client: poplib.POP3, server: ServerAddress, credentials: Credentials) -> None:
-    """USER/PASS. XOAUTH2 (AUTH XOAUTH2, RFC 5034 SASL) belongs here once tokens exist."""
+def login(client: poplib.POP3, server: ServerAddress, credentials: AnyCredentials) -> None:
+    """USER/PASS, or AUTH XOAUTH2 (RFC 5034 SASL) with an access token."""
+    if isinstance(credentials, TokenCredentials):
+        _xoauth2(client, server, credentials)
+        return
     try:
         client.user(credentials.username)
         client.pass_(credentials.password)
@@ -99,8 +106,48 @@ def login(client: poplib.POP3, server: ServerAddress, credentials: Credentials) 
         raise auth_refused(server.host, _reply(exc), credentials.password) from exc
 
 
+def _xoauth2(client: poplib.POP3, server: ServerAddress, credentials: TokenCredentials) -> None:
+    """AUTH XOAUTH2, answering the server's "+ " continuation by hand (poplib has no AUTH).
+
+    A refused token comes back as one more continuation carrying a JSON error; RFC 5034 4
+    has the client answer it with an empty line, and the server then says -ERR.
+    """
+    token = credentials.access_token
+    blob = f"user={credentials.username}\x01auth=Bearer {token}\x01\x01".encode()
+    try:
+        _require_sasl(client, server, "XOAUTH2")
+        client._putcmd("AUTH XOAUTH2")
+        _continuation(client._getresp(), server)
+        client._putcmd(base64.b64encode(blob).decode("ascii"))
+        reply = client._getresp()
+        if not reply.startswith(b"+OK"):
+            client._putcmd("")
+            reply = client._getresp()  # -ERR: raises error_proto
+    except poplib.error_proto as exc:
+        raise token_refused(server.host, _reply(exc), token) from exc
+
+
+def _require_sasl(client: poplib.POP3, server: ServerAddress, mechanism: str) -> None:
+    try:
+        capabilities = client.capa()
+    except poplib.error_proto:
+        capabilities = {}
+    if mechanism not in capabilities.get("SASL", []):
+        raise AuthenticationFailed(
+            f"{server.host} does not offer OAuth2 logins over POP3 (SASL {mechanism}): use a "
+            "password instead, or check the incoming server."
+        )
+
+
+def _continuation(reply: bytes, server: ServerAddress) -> None:
+    if not reply.startswith(b"+") or reply.startswith(b"+OK"):
+        raise ProtocolError(
+            f"{server.host} answered AUTH XOAUTH2 unexpectedly (server said: {server_said(reply)})."
+        )
+
+
 @contextlib.contextmanager
-def mapped_errors(server: ServerAddress, credentials: Credentials) -> Iterator[None]:
+def mapped_errors(server: ServerAddress, credentials: AnyCredentials) -> Iterator[None]:
     """poplib's, ssl's and socket's exceptions as ProviderErrors naming the server."""
     where = f"{server.host} port {server.port}"
     try:
@@ -110,7 +157,7 @@ def mapped_errors(server: ServerAddress, credentials: Credentials) -> Iterator[N
     except ssl.SSLError as exc:
         raise tls.tls_error(exc, server) from exc
     except poplib.error_proto as exc:
-        said = _reply(exc, credentials.password)
+        said = _reply(exc, credentials.secret)
         raise ProtocolError(f"{server.host} answered unexpectedly (server said: {said}).") from exc
     except TimeoutError as exc:
         raise ConnectionTimedOut(

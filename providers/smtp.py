@@ -16,7 +16,13 @@ from collections.abc import AsyncIterator
 import aiosmtplib
 
 from providers import netguard, tls
-from providers.config import Credentials, NetworkPolicy, ServerAddress, SmtpSettings
+from providers.config import (
+    AnyCredentials,
+    NetworkPolicy,
+    ServerAddress,
+    SmtpSettings,
+    TokenCredentials,
+)
 from providers.errors import (
     AuthenticationFailed,
     ConnectionTimedOut,
@@ -25,6 +31,7 @@ from providers.errors import (
     TLSFailed,
     auth_refused,
     server_said,
+    token_refused,
 )
 
 logger = logging.getLogger(__name__)
@@ -63,7 +70,7 @@ async def smtp_connect(
 ) -> AsyncIterator[aiosmtplib.SMTP]:
     """A client ready for MAIL FROM; errors inside the block come out as ProviderErrors too."""
     server = settings.server
-    secrets = (settings.credentials.password,) if settings.credentials else ()
+    secrets = (settings.credentials.secret,) if settings.credentials else ()
     async with mapped_errors(server, *secrets):
         client = await _open(server, policy)
         try:
@@ -79,14 +86,35 @@ async def smtp_connect(
         await _quit(client)
 
 
-async def login(client: aiosmtplib.SMTP, server: ServerAddress, credentials: Credentials) -> None:
-    """AUTH with what aiosmtplib picks (PLAIN, LOGIN...). XOAUTH2: client.auth_xoauth2()."""
+async def login(
+    client: aiosmtplib.SMTP, server: ServerAddress, credentials: AnyCredentials
+) -> None:
+    """AUTH with what aiosmtplib picks (PLAIN, LOGIN...), or XOAUTH2 for an access token."""
     if not client.supports_extension("auth"):
         raise _no_auth(client, server)
+    if isinstance(credentials, TokenCredentials):
+        await _xoauth2(client, server, credentials)
+        return
     try:
         await client.login(credentials.username, credentials.password)
     except aiosmtplib.SMTPAuthenticationError as exc:
         raise _refused(exc, server, credentials.password) from exc
+
+
+async def _xoauth2(
+    client: aiosmtplib.SMTP, server: ServerAddress, credentials: TokenCredentials
+) -> None:
+    if "xoauth2" not in client.server_auth_methods:
+        raise AuthenticationFailed(
+            f"{server.host} port {server.port} does not offer OAuth2 logins (AUTH XOAUTH2): "
+            "use a password for the outgoing server, or check its host and port."
+        )
+    token = credentials.access_token
+    try:
+        await client.auth_xoauth2(credentials.username, token)
+    except aiosmtplib.SMTPAuthenticationError as exc:
+        reply = f"{exc.code} {exc.message}"
+        raise token_refused(server.host, reply, token, permanent=exc.code >= 500) from exc
 
 
 @contextlib.asynccontextmanager

@@ -253,6 +253,9 @@ class Mailbox(models.Model):
     oauth_rotated_at = models.DateTimeField("refresh token last rotated", null=True, blank=True)
     # One refresh per channel at a time: taken by conditional UPDATE, expires if its holder dies.
     oauth_refresh_lease_until = models.DateTimeField(null=True, blank=True)
+    # Set when the provider refused the refresh token: "sign in again". Polling and the outbox
+    # stop until an administrator signs in; administrators were mailed once, when it was set.
+    oauth_refused_at = models.DateTimeField("sign-in refused at", null=True, blank=True)
 
     # Email handling (seed 001)
     case_response_template = models.TextField(

@@ -122,11 +122,20 @@ class Dovecot:
     host = "127.0.0.1"
     separator = SEPARATOR
 
-    def __init__(self, root: Path, ports: Ports | None = None, extra_config: str = "") -> None:
+    def __init__(
+        self,
+        root: Path,
+        ports: Ports | None = None,
+        extra_config: str = "",
+        password_mechanisms: str = "",
+    ) -> None:
         self.root = root
         self.ports = ports or Ports.pick()
         # Appended to the generated dovecot.conf: a variant server (say, one without IDLE).
         self.extra_config = extra_config
+        # Limits the passwd-file passdb to these SASL mechanisms ("plain login"), so a variant
+        # can give others (xoauth2) to a passdb of its own; empty: every mechanism.
+        self.password_mechanisms = password_mechanisms
         self.accounts = Accounts.detect()
         self.config_path = root / "dovecot.conf"
         self.log_path = root / "dovecot.log"
@@ -382,6 +391,7 @@ def _render_config(d: Dovecot) -> str:
     # Rootless: chroot needs root, so the services that chroot by default must not.
     chroot = "  chroot =\n" if a.rootless else ""
     dh = f"ssl_dh = <{DH_PARAMS}\n" if DH_PARAMS.exists() else ""
+    mechanisms = f"  mechanisms = {d.password_mechanisms}\n" if d.password_mechanisms else ""
     return f"""\
 # Written by tests/servers/dovecot.py: a throwaway instance, nothing from /etc/dovecot.
 instance_name = {d.instance_name}
@@ -424,7 +434,7 @@ passdb {{
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {d.users_dir}/%u
-}}
+{mechanisms}}}
 userdb {{
   driver = passwd-file
   args = username_format=%u {d.users_dir}/%u
@@ -590,8 +600,8 @@ def _require_account(name: str, hint: str) -> None:
         raise DovecotError(f"Dovecot runs helper processes as {name!r}, which is missing ({hint})")
 
 
-def _start(root: Path) -> Dovecot:
-    server = Dovecot(root)
+def _start(root: Path, **options: str) -> Dovecot:
+    server = Dovecot(root, **options)
     for attempt in range(3):
         try:
             server.start()
@@ -605,6 +615,36 @@ def _start(root: Path) -> Dovecot:
     raise AssertionError("unreachable")
 
 
+def oauth2_config(root: Path, introspection_url: str) -> str:
+    """Dovecot's oauth2 passdb checking access tokens at the provider's introspection endpoint
+    (RFC 7662, POSTed as token=...), for XOAUTH2 and OAUTHBEARER only; passwords keep the
+    passwd-file passdb (see password_mechanisms).
+
+    The provider names the account by its address; username_format reduces it the way
+    auth_username_format (%Ln) reduces the login, so "name" and "name@example.test" both
+    match the token of name@example.test, and nobody else's token does.
+    """
+    conf = root / "dovecot-oauth2.conf.ext"
+    conf.write_text(
+        f"introspection_url = {introspection_url}\n"
+        "introspection_mode = post\n"
+        "force_introspection = yes\n"
+        "username_attribute = email\n"
+        "username_format = %Ln\n"
+        "active_attribute = active\n"
+        "active_value = true\n"
+    )
+    conf.chmod(0o644)  # the auth process runs unprivileged
+    return f"""
+auth_mechanisms = plain login xoauth2 oauthbearer
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {conf}
+}}
+"""
+
+
 @pytest.fixture(scope="session")
 def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
     server = _start(tmp_path_factory.mktemp("dovecot"))
@@ -612,6 +652,20 @@ def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def dovecot_oauth(tmp_path_factory: pytest.TempPathFactory, oauth_server) -> Iterator[Dovecot]:
+    """A second Dovecot that also takes OAuth2 access tokens from the local provider."""
+    root = tmp_path_factory.mktemp("dovecot-oauth")
+    shared = _shared_dir()  # readable by Dovecot's auth process, unlike the pytest temp dir
+    extra = oauth2_config(shared, f"{oauth_server.url}/introspect")
+    server = _start(root, extra_config=extra, password_mechanisms="plain login")
+    try:
+        yield server
+    finally:
+        server.close()
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 @pytest.fixture

@@ -353,6 +353,21 @@ class OAuthTestProvider:
                 if token.account.email == email:
                     token.access_revoked = token.refresh_revoked = True
 
+    def issue_token(self, email: str, *, scope: str = "openid email mail") -> Token:
+        """Tokens for `email` without the browser dance, for tests about the mail servers."""
+        record = Token(
+            client_id="direct",
+            account=Account(email),
+            scope=scope,
+            access_token="at-" + generate_token(32),
+            refresh_token="rt-" + generate_token(40),
+            expires_at=time.time() + self.access_token_lifetime,
+        )
+        with self.lock:
+            self.by_access[record.access_token] = record
+            self.by_refresh[record.refresh_token] = record
+        return record
+
     def expire_access_tokens(self) -> None:
         with self.lock:
             for token in self.by_access.values():

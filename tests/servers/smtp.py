@@ -16,11 +16,13 @@ settings reset.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import ssl
 import threading
 import weakref
+from base64 import b64decode
 from collections import deque
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
@@ -30,9 +32,11 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlencode
+from urllib.request import urlopen
 
 import pytest
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from tests.servers.tls import CertPair, make_self_signed
 
@@ -125,15 +129,27 @@ class _ConnectionSMTP(SMTP):
 
 
 class _Handler:
-    """aiosmtpd hooks. aiosmtpd scans this object for handle_* hooks and auth_* methods.
-
-    XOAUTH2 later: add ``async def auth_XOAUTH2(self, smtp, args)`` here (aiosmtpd then
-    advertises it), decode the SASL blob and call ``self.authenticate(..., "XOAUTH2", data)``
-    with a branch there that checks the token. No other name here may start with ``auth_``.
+    """aiosmtpd hooks. aiosmtpd scans this object for handle_* hooks and auth_* methods
+    (it advertises each auth_<MECHANISM>). No other name here may start with ``auth_``.
     """
 
     def __init__(self, server: SmtpTestServer) -> None:
         self._server = server
+
+    async def auth_XOAUTH2(self, smtp: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        """Google's XOAUTH2: "user=<login>^Aauth=Bearer <token>^A^A", checked by asking the
+        OAuth provider's introspection endpoint (RFC 7662), as Dovecot's oauth2 passdb does.
+        A refused token gets the JSON error challenge; the client answers with an empty line."""
+        if len(args) > 1:
+            blob = _b64(args[1])
+        else:
+            answer = await smtp.challenge_auth("")
+            blob = b"" if answer is MISSING else answer
+        login, token = _xoauth2_fields(blob)
+        if login and token and await self._server.check_token(login, token):
+            return AuthResult(success=True, auth_data=login)
+        await smtp.challenge_auth(json.dumps({"status": "401", "schemes": "bearer"}))
+        return AuthResult(success=False, handled=False)
 
     def authenticate(
         self,
@@ -193,6 +209,25 @@ class _Handler:
             return reply
         self._server.record(_record(smtp, session, envelope))
         return "250 2.0.0 OK: queued"
+
+
+def _b64(text: str) -> bytes:
+    try:
+        return b64decode(text.encode(), validate=True)
+    except ValueError:
+        return b""
+
+
+def _xoauth2_fields(blob: bytes) -> tuple[str, str]:
+    fields = dict(
+        part.split("=", 1) for part in blob.decode("utf-8", "replace").split("\x01") if "=" in part
+    )
+    return fields.get("user", ""), fields.get("auth", "").removeprefix("Bearer ").strip()
+
+
+def _introspect(url: str, token: str) -> dict:
+    with urlopen(url, data=urlencode({"token": token}).encode(), timeout=5) as response:  # noqa: S310
+        return json.load(response)
 
 
 async def _fault_reply(smtp: _ConnectionSMTP, envelope: _Envelope, stage: Stage) -> str | None:
@@ -273,6 +308,9 @@ class SmtpTestServer:
         # AUTH mechanisms not to offer, e.g. ("PLAIN",) for a LOGIN-only server. Read when a
         # connection opens.
         self.auth_exclude: tuple[str, ...] = ()
+        # Where XOAUTH2 tokens are checked (a provider's introspection endpoint); empty:
+        # every token is refused.
+        self.oauth_introspection_url = ""
 
     def add_user(self, username: str, password: str) -> None:
         with self._lock:
@@ -281,6 +319,13 @@ class SmtpTestServer:
     def check_password(self, username: str, password: str) -> bool:
         with self._lock:
             return username in self._users and self._users[username] == password
+
+    async def check_token(self, login: str, token: str) -> bool:
+        url = self.oauth_introspection_url
+        if not url:
+            return False
+        answer = await asyncio.to_thread(_introspect, url, token)
+        return bool(answer.get("active")) and answer.get("email", "").lower() == login.lower()
 
     # --- Received messages -----------------------------------------------------------------
 
