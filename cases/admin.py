@@ -1,10 +1,11 @@
-"""The ingestion ledger in the admin: where did that customer's email go?"""
+"""Cases, contacts and the ingestion ledger in the admin: where did that customer's email go?"""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from cases.models import Attachment, Case, CaseMessage, Contact
 from cases.services import inbound_replay
 from mailboxes.models import InboundMessage
 
@@ -94,3 +95,82 @@ class InboundMessageAdmin(admin.ModelAdmin):
         messages.add_message(
             request, level, f"Replayed {len(outcomes)} message(s); {failed} failed again."
         )
+
+
+@admin.register(Contact)
+class ContactAdmin(admin.ModelAdmin):
+    list_display = ["address", "name", "created_at"]
+    search_fields = ["address", "name"]
+
+
+class CaseMessageInline(admin.StackedInline):
+    """The thread on the case page, oldest first: a record, not edited here."""
+
+    model = CaseMessage
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ["direction", "date", "sender", "subject", "joined", "text", "files"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="joined the case by")
+    def joined(self, message: CaseMessage) -> str:
+        label = message.get_joined_by_display()
+        return f"{label}: {message.joined_detail}" if message.joined_detail else label
+
+    @admin.display(description="attachments")
+    def files(self, message: CaseMessage) -> str:
+        return ", ".join(
+            a.filename if a.kept else f"{a.filename} (not kept: {a.not_kept_reason})"
+            for a in message.attachments.all()
+        )
+
+
+@admin.register(Case)
+class CaseAdmin(admin.ModelAdmin):
+    list_display = ["case_reference", "subject", "address", "mailbox", "state", "created_at"]
+    list_filter = ["state", "mailbox"]
+    list_select_related = ["mailbox", "contact"]
+    search_fields = ["subject", "address", "contact__name"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["mailbox", "contact", "address", "created_at", "updated_at"]
+    fields = ["subject", "state", *readonly_fields]
+    inlines = [CaseMessageInline]
+
+    def has_add_permission(self, request):
+        return False  # cases come from mail
+
+    @admin.display(description="case", ordering="pk")
+    def case_reference(self, case: Case) -> str:
+        return f"#{case.reference}"
+
+
+class AttachmentInline(admin.TabularInline):
+    model = Attachment
+    extra = 0
+    can_delete = False
+    fields = ["filename", "content_type", "size", "kept", "not_kept_reason", "file"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(CaseMessage)
+class CaseMessageAdmin(admin.ModelAdmin):
+    """One message in full: the text as it came beside the new part."""
+
+    list_display = ["date", "case", "direction", "sender", "subject", "joined_by"]
+    list_select_related = ["case"]
+    list_filter = ["direction", "joined_by"]
+    search_fields = ["message_id", "sender", "subject"]
+    inlines = [AttachmentInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in CaseMessage._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

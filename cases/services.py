@@ -1,23 +1,56 @@
-"""The inbound pipeline's entry point: every stored message ends processed or failed, with why.
+"""The inbound pipeline's entry point and the writes it makes: parse → filter → flow.
 
-Until cases exist (issue 8) processing parses the message and records what it found. It is
-idempotent: a processed message is left alone, a failed one can be retried.
+Every stored message ends processed, ignored, held or failed, with why, on its ledger row.
+Processing is idempotent: a message whose decision wrote anything (a case message, an automatic
+reply) has a `ProcessingStep` row written in the same transaction, and replaying it changes
+nothing. A message that was only ignored or held wrote nothing, so replay decides again (say,
+after the administrator changed the sender filter).
 """
 
 from __future__ import annotations
 
-import email
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
+from django.conf import settings
+from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
+from django.utils.module_loading import import_string
+from django.utils.text import get_valid_filename
 
-from cases.mail_policy import POLICY
-from mailboxes.models import InboundMessage
+from cases.filtering import channel_addresses, sender_filter_check
+from cases.models import Attachment, Case, CaseMessage, Contact
+from cases.parse import ParsedMail, header_text, mail_parse
+from cases.quoting import text_strip_quoted
+from cases.threads import participants_add, thread_find
+from mailboxes.models import InboundMessage, Mailbox, OutboundMessage, ProcessingStep
+from mailboxes.storage import TRUNCATED_NOTE
 
 logger = logging.getLogger(__name__)
-FINAL = (InboundMessage.Outcome.PROCESSED, InboundMessage.Outcome.IGNORED)
+Outcome = InboundMessage.Outcome
+FINAL = (Outcome.PROCESSED, Outcome.IGNORED, Outcome.HELD)
+STEP = "case"
+MAX_ATTACHMENTS = 5  # seed 001: "allow up to 5 attachments"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """What a flow is handed: the ledger row, its channel and what parsing found."""
+
+    message: InboundMessage
+    mailbox: Mailbox
+    parsed: ParsedMail
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: str
+    reason: str
+    result: dict = field(default_factory=dict)
+    wrote: bool = False  # something was written that a replay must not write again
 
 
 def inbound_process_many(*, message_ids: Iterable[int]) -> None:
@@ -25,55 +58,260 @@ def inbound_process_many(*, message_ids: Iterable[int]) -> None:
         inbound_process(message_id=message_id)
 
 
-def inbound_replay(*, message_id: int) -> InboundMessage.Outcome:
-    """Process a message again. Side effects already done are keyed by (message, step) in
-    ProcessingStep and are not repeated."""
+def inbound_replay(*, message_id: int) -> str:
+    """Process a message again; what it already did is not done twice."""
     return inbound_process(message_id=message_id, replay=True)
 
 
-def inbound_process(*, message_id: int, replay: bool = False) -> InboundMessage.Outcome:
-    message = InboundMessage.objects.get(pk=message_id)
+def inbound_process(*, message_id: int, replay: bool = False) -> str:
+    message = InboundMessage.objects.select_related("mailbox").get(pk=message_id)
     if message.outcome in FINAL and not replay:
         return message.outcome
+    if ProcessingStep.objects.filter(message=message, step=STEP).exists():
+        # Done once: a replay is counted, and changes nothing else.
+        InboundMessage.objects.filter(pk=message.pk).update(attempts=F("attempts") + 1)
+        return message.outcome
     try:
-        facts = _parse(message.raw_bytes())
+        parsed = mail_parse(message.raw_bytes(), arrived=message.server_date or message.stored_at)
     except Exception as exc:  # noqa: BLE001 - any parser failure is recorded, never raised
         logger.info("message %s failed to parse: %s", message_id, type(exc).__name__)
-        return _record(
-            message,
-            InboundMessage.Outcome.FAILED,
-            reason=f"Could not be parsed: {type(exc).__name__}: {exc}"[:2000],
+        return _record_failure(message, f"Could not be parsed: {type(exc).__name__}: {exc}")
+    try:
+        with transaction.atomic():
+            decision = _decide(Incoming(message, message.mailbox, parsed))
+            _record(message, decision, parsed)
+    except Exception as exc:  # noqa: BLE001 - one bad message never stops a poll
+        logger.exception("message %s failed in the pipeline", message_id)
+        return _record_failure(message, f"Processing failed: {type(exc).__name__}: {exc}")
+    return decision.outcome
+
+
+def _decide(incoming: Incoming) -> Decision:
+    mailbox, parsed = incoming.mailbox, incoming.parsed
+    if parsed.is_bounce:
+        return _bounce(incoming)
+    duplicate = _duplicate_of(incoming)
+    if duplicate is not None:
+        return Decision(
+            Outcome.IGNORED,
+            f"Already on case #{duplicate.case.reference} (same Message-ID {parsed.message_id})",
+            {"case": duplicate.case_id, "duplicate_of": duplicate.pk},
         )
-    return _record(message, InboundMessage.Outcome.PROCESSED, **facts)
+    if parsed.sender in channel_addresses(mailbox=mailbox):
+        return _from_channel(incoming)
+    verdict = sender_filter_check(rules=mailbox.sender_filter, address=parsed.sender)
+    if not verdict.allowed:
+        return Decision(Outcome.IGNORED, f"Refused: {verdict.reason}")
+    return flow_handler(name=mailbox.flow)(incoming)
 
 
-def _parse(raw: bytes) -> dict:
-    if not raw.strip():
-        raise ValueError("the message is empty")
-    parsed = email.message_from_bytes(raw, policy=POLICY)
+def flow_handler(*, name: str):
+    """The handler registered for a flow name (settings.POSTROOM_FLOWS); unknown names fall
+    back to creating cases, so a removed flow never drops mail."""
+    entry = settings.POSTROOM_FLOWS.get(name) or settings.POSTROOM_FLOWS["create_case"]
+    return import_string(entry[2])
+
+
+def _record(message: InboundMessage, decision: Decision, parsed: ParsedMail) -> None:
+    reason = decision.reason
+    if message.truncated:
+        cap = message.mailbox.max_message_size
+        reason += ". " + TRUNCATED_NOTE.format(size=message.size, cap=cap)
+    InboundMessage.objects.filter(pk=message.pk).update(
+        outcome=decision.outcome,
+        outcome_reason=reason[:2000],
+        result=decision.result,
+        processed_at=timezone.now(),
+        attempts=message.attempts + 1,
+        sender=header_text(parsed.message, "From")[:320],
+        subject=parsed.subject[:500],
+    )
+    if decision.wrote:
+        ProcessingStep.objects.create(message=message, step=STEP, result=decision.result)
+
+
+def _record_failure(message: InboundMessage, reason: str) -> str:
+    InboundMessage.objects.filter(pk=message.pk).update(
+        outcome=Outcome.FAILED,
+        outcome_reason=reason[:2000],
+        processed_at=timezone.now(),
+        attempts=message.attempts + 1,
+    )
+    return Outcome.FAILED
+
+
+def _duplicate_of(incoming: Incoming) -> CaseMessage | None:
+    """The same mail again (a copy to an alias, a re-delivery): same Message-ID and bytes, or a
+    Message-ID Postroom itself sent."""
+    msgid = incoming.parsed.message_id
+    if not msgid:
+        return None
+    candidates = CaseMessage.objects.filter(
+        case__mailbox=incoming.mailbox, message_id=msgid
+    ).select_related("inbound", "case")
+    for found in candidates:
+        if found.outbound_id is not None or (
+            found.inbound is not None and found.inbound.sha256 == incoming.message.sha256
+        ):
+            return found
+    return None
+
+
+def _bounce(incoming: Incoming) -> Decision:
+    """A delivery report (RFC 3464) goes on the case of the message it reports on."""
+    ids = incoming.parsed.bounce_of
+    sent = OutboundMessage.objects.filter(mailbox=incoming.mailbox, message_id__in=ids).first()
+    if sent is None:
+        about = ", ".join(ids) or "no Message-ID it names"
+        return Decision(Outcome.IGNORED, f"Delivery report about a message not sent here ({about})")
+    on_case = CaseMessage.objects.filter(outbound=sent).select_related("case").first()
+    result = {"bounce_of": sent.pk}
+    if on_case is None:
+        return Decision(Outcome.IGNORED, f"Delivery report for outgoing message {sent.pk}", result)
+    added = case_message_add_inbound(
+        case=on_case.case,
+        incoming=incoming,
+        joined_by=CaseMessage.JoinedBy.BOUNCE,
+        detail=sent.message_id,
+    )
+    reason = f"Delivery report for outgoing message {sent.pk}, added to case #{on_case.case_id}"
+    result.update(case=on_case.case_id, case_message=added.pk)
+    return Decision(Outcome.PROCESSED, reason, result, wrote=True)
+
+
+def _from_channel(incoming: Incoming) -> Decision:
+    """Mail from the channel's own address: a colleague answered from their mail client."""
+    parsed = incoming.parsed
+    match = thread_find(
+        mailbox=incoming.mailbox,
+        sender=parsed.sender,
+        in_reply_to=parsed.in_reply_to,
+        references=parsed.references,
+        subject=parsed.subject,
+        require_part=False,
+    )
+    if match.case is None:
+        return Decision(Outcome.IGNORED, "Sent from the channel's own address and answers no case")
+    added = case_message_add_inbound(
+        case=match.case,
+        incoming=incoming,
+        joined_by=match.joined_by,
+        detail=match.detail,
+        direction=CaseMessage.Direction.OUT,
+    )
+    reason = f"Sent from the channel's own address: recorded on case #{match.case.reference}"
+    return Decision(
+        Outcome.PROCESSED, reason, {"case": match.case.pk, "case_message": added.pk}, wrote=True
+    )
+
+
+# --- Writes ---------------------------------------------------------------------------------
+
+
+def contact_for(*, address: str, name: str, create: bool) -> Contact | None:
+    if not address:
+        return None
+    contact = Contact.objects.filter(address__iexact=address).first()
+    if contact is None and create:
+        contact = Contact.objects.create(address=address, name=name)
+    return contact
+
+
+def case_open(*, mailbox: Mailbox, parsed: ParsedMail, contact: Contact | None) -> Case:
+    return Case.objects.create(
+        mailbox=mailbox,
+        contact=contact,
+        address=parsed.sender,
+        subject=parsed.subject or "(no subject)",
+    )
+
+
+def case_message_add_inbound(
+    *,
+    case: Case,
+    incoming: Incoming,
+    joined_by: str,
+    detail: str = "",
+    direction: str = CaseMessage.Direction.IN,
+) -> CaseMessage:
+    parsed, mailbox = incoming.parsed, incoming.mailbox
+    added = CaseMessage.objects.create(
+        case=case,
+        direction=direction,
+        inbound=incoming.message,
+        joined_by=joined_by,
+        joined_detail=detail[:300],
+        automatic=parsed.automatic[:200],
+        **_message_fields(parsed, marker=mailbox.end_of_message_marker),
+    )
+    _attachments_keep(added, parsed, mailbox)
+    own = channel_addresses(mailbox=mailbox)
+    participants_add(case=case, addresses=[parsed.sender, *parsed.recipients], exclude=own)
+    if case.state == Case.State.CLOSED and direction == CaseMessage.Direction.IN:
+        Case.objects.filter(pk=case.pk).update(state=Case.State.OPEN)
+    Case.objects.filter(pk=case.pk).update(updated_at=timezone.now())
+    return added
+
+
+def case_message_add_outbound(*, case: Case, row: OutboundMessage) -> CaseMessage:
+    """Record a message Postroom sends on its case, so replies to it thread back."""
+    parsed = mail_parse(bytes(row.raw), arrived=timezone.now())
+    own = channel_addresses(mailbox=row.mailbox)
+    participants_add(case=case, addresses=parsed.recipients, exclude=own)
+    return CaseMessage.objects.create(
+        case=case,
+        direction=CaseMessage.Direction.OUT,
+        outbound=row,
+        joined_by=CaseMessage.JoinedBy.POSTROOM,
+        automatic="auto-replied" if row.kind != OutboundMessage.Kind.REPLY else "",
+        **_message_fields(parsed, marker=""),
+    )
+
+
+def _message_fields(parsed: ParsedMail, *, marker: str) -> dict:
     return {
-        "sender": _header(parsed, "From")[:320],
-        "subject": _header(parsed, "Subject")[:500],
+        "message_id": parsed.message_id[:255],
+        "sender": parsed.sender[:320],
+        "sender_name": parsed.sender_name[:200],
+        "recipients": parsed.recipients,
+        "subject": parsed.subject[:500],
+        "date": parsed.date,
+        "text": text_strip_quoted(parsed.text, marker=marker),
+        "full_text": parsed.text,
+        "html": parsed.html,
     }
 
 
-def _header(parsed, name: str) -> str:
-    """A header as text; a malformed one degrades to its raw form instead of failing."""
-    try:
-        value = parsed.get(name, "")
-        return " ".join(str(value).split())
-    except Exception:  # noqa: BLE001 - email's header parser raises many kinds on bad input
-        raw = parsed.get_all(name, failobj=[""])[0]
-        return " ".join(str(raw).encode("ascii", "replace").decode().split())
-
-
-def _record(message: InboundMessage, outcome: str, *, reason: str = "", **facts) -> str:
-    with transaction.atomic():
-        InboundMessage.objects.filter(pk=message.pk).update(
-            outcome=outcome,
-            outcome_reason=reason or message.outcome_reason,
-            processed_at=timezone.now(),
-            attempts=message.attempts + 1,
-            **facts,
+def _attachments_keep(added: CaseMessage, parsed: ParsedMail, mailbox: Mailbox) -> None:
+    """Seed 001: up to 5 files per message when the channel allows them, each under the size
+    limit; files sent as attachments go before inline images. The rest are listed, not kept."""
+    limit = settings.POSTROOM_ATTACHMENT_MAX_BYTES
+    kept = 0
+    for part in sorted(parsed.attachments, key=lambda a: a.inline):
+        if not mailbox.attachments_allowed:
+            reason = "attachments are off on this channel"
+        elif kept >= MAX_ATTACHMENTS:
+            reason = f"only the first {MAX_ATTACHMENTS} files of a message are kept"
+        elif len(part.data) > limit:
+            reason = f"larger than the {limit:,} byte limit"
+        else:
+            reason = ""
+        row = Attachment(
+            message=added,
+            filename=part.filename,
+            content_type=part.content_type,
+            size=len(part.data),
+            content_id=part.content_id,
+            kept=not reason,
+            not_kept_reason=reason,
         )
-    return outcome
+        if not reason:
+            row.file.save(_storage_name(part.filename), ContentFile(part.data), save=False)
+            kept += 1
+        row.save()
+
+
+def _storage_name(filename: str) -> str:
+    """The sender's file name, reduced to one safe path segment ("../../x" is "x")."""
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    return get_valid_filename(base[-100:]) if base.strip(". ") else "attachment"

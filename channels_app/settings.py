@@ -249,6 +249,10 @@ POSTROOM_MESSAGE_ID_DOMAIN = env.str("POSTROOM_MESSAGE_ID_DOMAIN", default="") o
 POSTROOM_OUTBOX_MAX_ATTEMPTS = env.int("POSTROOM_OUTBOX_MAX_ATTEMPTS", default=8)
 POSTROOM_OUTBOX_SESSIONS_PER_CHANNEL = env.int("POSTROOM_OUTBOX_SESSIONS_PER_CHANNEL", default=2)
 POSTROOM_CONNECT_TIMEOUT = env.float("POSTROOM_CONNECT_TIMEOUT", default=15.0)
+# Cases: a received file larger than this is listed on its message but not kept; one address
+# gets at most this many automatic replies (acknowledgement, refusal) an hour.
+POSTROOM_ATTACHMENT_MAX_BYTES = env.int("POSTROOM_ATTACHMENT_MAX_BYTES", default=10 * 2**20)
+POSTROOM_AUTO_REPLIES_PER_HOUR = env.int("POSTROOM_AUTO_REPLIES_PER_HOUR", default=3)
 
 # --- Logging --------------------------------------------------------------------------------
 

@@ -1,0 +1,83 @@
+"""Flows: what happens to a received email once it passed the filters (seed 002).
+
+Each flow is a function taking an `Incoming` and returning a `Decision`, registered by dotted
+path in settings.POSTROOM_FLOWS (a deployment adds its own with POSTROOM_EXTRA_FLOWS). It runs
+inside the pipeline's transaction: what it writes commits with the ledger's outcome.
+"""
+
+from __future__ import annotations
+
+from cases.auto_reply import acknowledgement_send, refusal_send
+from cases.models import Case, CaseMessage
+from cases.services import (
+    Decision,
+    Incoming,
+    case_message_add_inbound,
+    case_message_add_outbound,
+    case_open,
+    contact_for,
+)
+from cases.threads import thread_find
+from mailboxes.models import InboundMessage
+
+Outcome = InboundMessage.Outcome
+
+
+def create_case(incoming: Incoming) -> Decision:
+    """The default: add the email to the case it answers, or open a case for it."""
+    parsed, mailbox = incoming.parsed, incoming.mailbox
+    match = thread_find(
+        mailbox=mailbox,
+        sender=parsed.sender,
+        in_reply_to=parsed.in_reply_to,
+        references=parsed.references,
+        subject=parsed.subject,
+    )
+    if match.case is not None:
+        added = case_message_add_inbound(
+            case=match.case, incoming=incoming, joined_by=match.joined_by, detail=match.detail
+        )
+        label = CaseMessage.JoinedBy(match.joined_by).label
+        reason = f"Added to case #{match.case.reference} ({label}: {match.detail})"
+        result = {"case": match.case.pk, "case_message": added.pk, "joined_by": match.joined_by}
+        return Decision(Outcome.PROCESSED, reason, result, wrote=True)
+    if not mailbox.allow_new_case:
+        return _refuse(incoming)
+    return _new_case(incoming, threading_note=match.detail)
+
+
+def _refuse(incoming: Incoming) -> Decision:
+    row, why = refusal_send(mailbox=incoming.mailbox, parsed=incoming.parsed)
+    said = "the sender was told" if row else f"no refusal sent: {why}"
+    reason = f"Kept, no case: the channel does not allow new cases ({said})"
+    return Decision(Outcome.IGNORED, reason, {"refusal": row.pk if row else None}, wrote=bool(row))
+
+
+def _new_case(incoming: Incoming, *, threading_note: str) -> Decision:
+    parsed, mailbox = incoming.parsed, incoming.mailbox
+    known = contact_for(address=parsed.sender, name=parsed.sender_name, create=False)
+    if known is None and mailbox.confirm_unknown_senders and not _has_written(incoming):
+        # TODO(issue 8, step 4): send the confirmation mail; confirming creates the case.
+        return Decision(Outcome.HELD, "Held: unknown sender, waiting for confirmation")
+    contact = known or contact_for(
+        address=parsed.sender,
+        name=parsed.sender_name,
+        create=mailbox.create_contact_for_unknown,
+    )
+    case = case_open(mailbox=mailbox, parsed=parsed, contact=contact)
+    added = case_message_add_inbound(
+        case=case, incoming=incoming, joined_by=CaseMessage.JoinedBy.NEW, detail=threading_note
+    )
+    row, why = acknowledgement_send(mailbox=mailbox, parsed=parsed, case=case)
+    result = {"case": case.pk, "case_message": added.pk, "joined_by": "new"}
+    if row is not None:
+        result["acknowledgement"] = case_message_add_outbound(case=case, row=row).pk
+    said = "acknowledgement sent" if row else f"no acknowledgement: {why}"
+    note = f"; not joined to an earlier case: {threading_note}" if threading_note else ""
+    return Decision(Outcome.PROCESSED, f"New case #{case.reference} ({said}){note}", result, True)
+
+
+def _has_written(incoming: Incoming) -> bool:
+    """A sender with a case on this channel is known, contact row or not."""
+    address = incoming.parsed.sender
+    return bool(address) and Case.objects.filter(mailbox=incoming.mailbox, address=address).exists()

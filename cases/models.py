@@ -1,0 +1,170 @@
+"""What agents work with: contacts, their cases, the messages of each case and their files.
+
+A case is a conversation between one channel and one customer address. Everything else in the
+thread (who else took part, why each message joined) is recorded so an agent can see it and
+threading can be checked against it.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models.functions import Lower
+
+from mailboxes.models import InboundMessage, Mailbox, OutboundMessage
+
+
+class Contact(models.Model):
+    address = models.CharField("email address", max_length=320)
+    name = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["address"]
+        constraints = [
+            models.UniqueConstraint(Lower("address"), name="contact_unique_address"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.address}>" if self.name else self.address
+
+
+class Case(models.Model):
+    class State(models.TextChoices):
+        NEW = "new", "New"
+        OPEN = "open", "Open"
+        CLOSED = "closed", "Closed"
+
+    # PROTECT: deleting a channel must not take its customers' history with it; take the
+    # channel offline instead.
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT, related_name="cases")
+    contact = models.ForeignKey(
+        Contact, on_delete=models.PROTECT, null=True, blank=True, related_name="cases"
+    )
+    # The customer address the case is with: threading is scoped by it, with or without a
+    # Contact row ("create new contact" may be off).
+    address = models.CharField("customer address", max_length=320, db_index=True)
+    subject = models.CharField(max_length=500, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.NEW)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"[#{self.reference}] {self.subject}"
+
+    @property
+    def reference(self) -> str:
+        """The number customers see in subjects as [#1234]."""
+        return str(self.pk)
+
+
+class CaseParticipant(models.Model):
+    """An address that takes part in a case: the customer, whoever wrote in it, whoever a
+    message of it was openly addressed to. A subject's [#ref] and a reply's headers only join
+    a case the sender takes part in."""
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="participants")
+    address = models.CharField(max_length=320)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint("case", Lower("address"), name="participant_once_per_case"),
+        ]
+        indexes = [models.Index(Lower("address"), name="participant_address")]
+
+    def __str__(self) -> str:
+        return self.address
+
+
+class CaseMessage(models.Model):
+    class Direction(models.TextChoices):
+        IN = "in", "Received"
+        OUT = "out", "Sent"
+
+    class JoinedBy(models.TextChoices):
+        NEW = "new", "Started the case"
+        IN_REPLY_TO = "in-reply-to", "In-Reply-To header"
+        REFERENCES = "references", "References header"
+        SUBJECT = "subject", "Case reference in the subject"
+        POSTROOM = "postroom", "Sent by Postroom"
+        BOUNCE = "bounce", "Delivery report for a sent message"
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="messages")
+    direction = models.CharField(max_length=3, choices=Direction.choices)
+    inbound = models.OneToOneField(
+        InboundMessage,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="case_message",
+    )
+    outbound = models.OneToOneField(
+        OutboundMessage,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="case_message",
+    )
+    message_id = models.CharField("Message-ID", max_length=255, blank=True, db_index=True)
+    sender = models.CharField(max_length=320, blank=True)
+    sender_name = models.CharField(max_length=200, blank=True)
+    recipients = models.JSONField(default=list, blank=True)
+    subject = models.CharField(max_length=500, blank=True)
+    date = models.DateTimeField(help_text="The Date header, or the arrival time without one.")
+    text = models.TextField("new text", blank=True, help_text="Quoted history removed.")
+    full_text = models.TextField(blank=True, help_text="The text as it came.")
+    html = models.TextField("sanitised HTML", blank=True)
+    joined_by = models.CharField(max_length=12, choices=JoinedBy.choices)
+    joined_detail = models.CharField(max_length=300, blank=True)
+    automatic = models.CharField(
+        max_length=200, blank=True, help_text="Why the message looks written by a machine."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["date", "pk"]
+
+    def __str__(self) -> str:
+        return self.subject or self.message_id or f"message {self.pk}"
+
+
+class Attachment(models.Model):
+    message = models.ForeignKey(CaseMessage, on_delete=models.CASCADE, related_name="attachments")
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField()
+    content_id = models.CharField(max_length=255, blank=True, help_text="Inline images: cid.")
+    file = models.FileField(upload_to="attachments/%Y/%m/", max_length=300, blank=True)
+    kept = models.BooleanField(default=True)
+    not_kept_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return self.filename
+
+
+class AutoReply(models.Model):
+    """An automatic mail Postroom sent (acknowledgement, refusal…), counted per address so a
+    sender gets at most a few an hour whatever loops around it."""
+
+    class Kind(models.TextChoices):
+        ACKNOWLEDGEMENT = "ack", "Acknowledgement"
+        REFUSAL = "refusal", "Refusal"
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="auto_replies")
+    address = models.CharField(max_length=320)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    outbound = models.ForeignKey(
+        OutboundMessage, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    sent_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(Lower("address"), "sent_at", name="auto_reply_address_time")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} to {self.address}"
