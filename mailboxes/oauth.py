@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.db.models import Q
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -24,8 +24,9 @@ from django.utils import timezone
 
 from mailboxes.models import Mailbox
 from mailboxes.outbox import outbox_resume
-from mailboxes.services import network_policy
+from mailboxes.services import mailbox_token_credentials, network_policy
 from providers import oauth
+from providers.config import TokenCredentials
 from providers.errors import ProviderError
 
 logger = logging.getLogger(__name__)
@@ -268,6 +269,26 @@ def _wait_for_refresh(mailbox: Mailbox) -> None:
     busy = Mailbox.objects.filter(pk=mailbox.pk, oauth_refresh_lease_until__gt=timezone.now())
     while busy.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class MailboxTokenSource:
+    """Fresh XOAUTH2 credentials for each IMAP IDLE (re)connection of one channel (the
+    engine's CredentialsSource). Equal for the same channel, so that re-watching a channel
+    whose token was refreshed keeps its connection."""
+
+    mailbox_id: int
+
+    def __call__(self, rejected_token: str = "") -> TokenCredentials:
+        # Called in the engine's pool threads: their database connection must not go stale.
+        close_old_connections()
+        try:
+            mailbox = Mailbox.objects.get(pk=self.mailbox_id)
+            return mailbox_token_credentials(mailbox=mailbox, rejected_token=rejected_token)
+        except Mailbox.DoesNotExist:
+            raise oauth.SignInRefused("The channel was deleted.") from None
+        finally:
+            close_old_connections()
 
 
 def sign_in_again_message(mailbox: Mailbox) -> str:

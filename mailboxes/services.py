@@ -81,6 +81,22 @@ def mailbox_incoming_settings(*, mailbox: Mailbox, rejected_token: str = "") -> 
     return IncomingSettings(mailbox.protocol, server, credentials, folder=mailbox.folder)
 
 
+def mailbox_listen_settings(*, mailbox: Mailbox) -> IncomingSettings:
+    """The IMAP IDLE listener's settings: for an OAuth2 channel without a token (the listener
+    asks for a fresh one at each connection), so a refresh does not look like an edit."""
+    if mailbox.auth_type != Mailbox.AuthType.OAUTH2:
+        return mailbox_incoming_settings(mailbox=mailbox)
+    server = ServerAddress(
+        host=mailbox.incoming_host,
+        port=mailbox.incoming_port,
+        security=mailbox.incoming_security,
+        trust_self_signed=mailbox.trust_self_signed,
+        timeout=settings.POSTROOM_CONNECT_TIMEOUT,
+    )
+    account = TokenCredentials(username=mailbox_token_username(mailbox=mailbox))
+    return IncomingSettings(mailbox.protocol, server, account, folder=mailbox.folder)
+
+
 def mailbox_smtp_settings(*, mailbox: Mailbox, rejected_token: str = "") -> SmtpSettings:
     server = ServerAddress(
         host=mailbox.smtp_host,
@@ -106,11 +122,13 @@ def mailbox_token_credentials(*, mailbox: Mailbox, rejected_token: str = "") -> 
     from mailboxes.oauth import mailbox_access_token
 
     token = mailbox_access_token(mailbox=mailbox, rejected_token=rejected_token)
+    return TokenCredentials(username=mailbox_token_username(mailbox=mailbox), access_token=token)
+
+
+def mailbox_token_username(*, mailbox: Mailbox) -> str:
     if mailbox.oauth_shared_mailbox:
-        user = mailbox.email_address
-    else:
-        user = mailbox.oauth_signed_in_as or mailbox.oauth_login or mailbox.email_address
-    return TokenCredentials(username=user, access_token=token)
+        return mailbox.email_address
+    return mailbox.oauth_signed_in_as or mailbox.oauth_login or mailbox.email_address
 
 
 def mailbox_with_token(*, mailbox: Mailbox, build: Callable[..., S], use: Callable[[S], T]) -> T:

@@ -43,15 +43,13 @@ def lease_duration() -> timedelta:
 
 
 def idle_candidates() -> dict[int, Candidate]:
-    """Online, receiving IMAP channels with a password login (XOAUTH2 is not wired up yet)."""
+    """Online, receiving IMAP channels; OAuth2 ones once signed in and until a refusal."""
     rows = (
         Mailbox.objects.filter(
-            enabled=True,
-            listen=True,
-            protocol=Mailbox.Protocol.IMAP,
-            auth_type=Mailbox.AuthType.BASIC,
+            enabled=True, listen=True, protocol=Mailbox.Protocol.IMAP, oauth_refused_at=None
         )
         .exclude(incoming_host="")
+        .exclude(auth_type=Mailbox.AuthType.OAUTH2, oauth_signed_in_at=None)
         .values_list("pk", "updated_at", "idle_lease_owner", "idle_lease_expires_at")
     )
     return {row[0]: Candidate(*row) for row in rows}

@@ -26,7 +26,8 @@ from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from mailboxes.models import Mailbox
-from mailboxes.services import mailbox_incoming_settings, network_policy
+from mailboxes.oauth import MailboxTokenSource
+from mailboxes.services import mailbox_listen_settings, network_policy
 from pollers.idle_leases import (
     Candidate,
     idle_candidates,
@@ -50,7 +51,8 @@ ENGINE_STOP_WAIT = 10.0  # the engine LOGOUTs within a second; this is for a wed
 LISTEN_FIELDS = (
     "updated_at", "refresh_interval", "protocol", "incoming_host", "incoming_port",
     "incoming_security", "trust_self_signed", "username", "email_address", "folder",
-    "push_state", "push_reason", "push_detail", "push_since",
+    "push_state", "push_reason", "push_detail", "push_since", "auth_type",
+    "oauth_shared_mailbox", "oauth_signed_in_as", "oauth_login",
 )  # fmt: skip
 STOPPED_DETAIL = "The listener holding it let it go (stopping, or sharing with another listener)."
 
@@ -208,7 +210,9 @@ class ChannelListener:
                     changes.append(self._push_change(mailbox.pk, held, *stale))
             held.updated_at, held.refresh_interval = mailbox.updated_at, mailbox.refresh_interval
             try:
-                self.engine.watch(mailbox.pk, mailbox_incoming_settings(mailbox=mailbox), policy)
+                self.engine.watch(
+                    mailbox.pk, mailbox_listen_settings(mailbox=mailbox), policy, _source(mailbox)
+                )
             except Exception as exc:  # a secret no key decrypts, say: tried again when edited
                 logger.exception("channel %s: cannot listen with its settings", mailbox.pk)
                 self.engine.unwatch(mailbox.pk)
@@ -275,6 +279,13 @@ class ChannelListener:
         changes = [self._push_change(pk, held, *stopped) for pk, held in channels.items()]
         push_record(owner=self.owner, changes=[c for c in changes if c], now=now)
         idle_leases_release(owner=self.owner, mailbox_ids=list(channels))
+
+
+def _source(mailbox: Mailbox) -> MailboxTokenSource | None:
+    """OAuth2 channels log in with a fresh access token at each (re)connection."""
+    if mailbox.auth_type == Mailbox.AuthType.OAUTH2:
+        return MailboxTokenSource(mailbox.pk)
+    return None
 
 
 def _rows(**where: object) -> Iterable[Mailbox]:

@@ -19,8 +19,13 @@ from django.utils import timezone
 
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.outbox import mailbox_sender_settings
-from mailboxes.services import mailbox_incoming_settings, network_policy
+from mailboxes.services import (
+    mailbox_incoming_settings,
+    mailbox_smtp_settings,
+    network_policy,
+)
 from pollers.models import SendSlot
+from providers.config import TokenCredentials
 from providers.errors import ProviderError
 from providers.outgoing import (
     Envelope,
@@ -58,24 +63,42 @@ def outbox_send_due(*, mailbox_id: int) -> OutboxRun:
         run.busy = True
         return run
     try:
-        # One session for every batch of this run: one login, however much is due.
         sender = _sender(mailbox, run)
-        if sender is None:
-            return run
-        with outgoing_session(sender, network_policy()) as session:
-            while not run.paused and (rows := _claim_due(mailbox, owner)):
-                _send(mailbox, session, rows, owner, run)
-                _slot_renew(mailbox, owner)
+        may_retry = True
+        while sender is not None:
+            refused = _send_session(mailbox, sender, owner, run, may_retry=may_retry)
+            if not refused:
+                break
+            # The server refused an OAuth2 access token the provider had ended early (revoked
+            # session, changed password): once more with a refreshed one, then pause as usual.
+            may_retry = False
+            sender = _sender(mailbox, run, rejected_token=refused)
     finally:
         SendSlot.objects.filter(mailbox=mailbox, owner=owner).update(owner="", expires_at=None)
     return run
 
 
-def _sender(mailbox: Mailbox, run: OutboxRun):
+def _send_session(mailbox: Mailbox, sender, owner: str, run: OutboxRun, *, may_retry: bool) -> str:
+    """One session for every batch: one login, however much is due. When `may_retry` and the
+    server refuses the OAuth2 access token, the unsent rows go back to the queue untouched and
+    the refused token is returned; otherwise ""."""
+    credentials = getattr(sender, "credentials", None)
+    token = credentials.access_token if isinstance(credentials, TokenCredentials) else ""
+    with outgoing_session(sender, network_policy()) as session:
+        while not run.paused and (rows := _claim_due(mailbox, owner)):
+            if _send(mailbox, session, rows, owner, run, retry_token=token if may_retry else ""):
+                return token
+            _slot_renew(mailbox, owner)
+    return ""
+
+
+def _sender(mailbox: Mailbox, run: OutboxRun, *, rejected_token: str = ""):
     """The channel's sender settings; None when an OAuth2 token could not be had. A refused
     sign-in has paused the outbox already; a provider out of reach leaves the rows due, and
     the sweeper tries again."""
     try:
+        if rejected_token:  # only SMTP logs in with tokens
+            return mailbox_smtp_settings(mailbox=mailbox, rejected_token=rejected_token)
         return mailbox_sender_settings(mailbox=mailbox)
     except ProviderError as err:
         logger.warning("channel %s: no access token to send with (%s)", mailbox.pk, err.kind)
@@ -148,11 +171,17 @@ def _send(
     rows: list[OutboundMessage],
     owner: str,
     run: OutboxRun,
-) -> None:
+    *,
+    retry_token: str = "",
+) -> bool:
     """Each outcome is committed as soon as the server has answered, before the next message
     goes: a crash resends one message at most (its claim expires, the sweeper finds it), with
-    the same bytes and Message-ID, never a whole batch."""
+    the same bytes and Message-ID, never a whole batch.
+
+    With `retry_token`, a refusal of that OAuth2 token stops the batch and puts the unsent
+    rows back (True): the caller refreshes the token and sends them over a new session."""
     sent = []
+    stopped = False
     renew_at = timezone.now() + timedelta(seconds=CLAIM_SECONDS / 2)
     for index, row in enumerate(rows):
         if timezone.now() > renew_at:
@@ -160,11 +189,16 @@ def _send(
             # take the rest of the batch and send it a second time.
             renew_at = _claims_renew(rows[index:], owner)
         result = session.send(Envelope(row.mail_from, tuple(row.recipients), bytes(row.raw)))
+        if retry_token and result.error is not None and result.error.kind == "auth":
+            _claims_release(rows[index:], owner)
+            stopped = True
+            break
         _record(mailbox, row, result, owner, run)
         if result.ok:
             sent.append(row)
     if sent:
         _copy_to_sent(mailbox, sent)
+    return stopped
 
 
 def _claims_renew(rows: list[OutboundMessage], owner: str):
@@ -173,6 +207,16 @@ def _claims_renew(rows: list[OutboundMessage], owner: str):
         claim_expires_at=now + timedelta(seconds=CLAIM_SECONDS)
     )
     return now + timedelta(seconds=CLAIM_SECONDS / 2)
+
+
+def _claims_release(rows: list[OutboundMessage], owner: str) -> None:
+    """Back to the queue as if never claimed: the attempt was not the message's fault."""
+    OutboundMessage.objects.filter(pk__in=[r.pk for r in rows], claimed_by=owner).update(
+        state=State.QUEUED,
+        attempts=F("attempts") - 1,
+        claimed_by="",
+        claim_expires_at=None,
+    )
 
 
 def _record(

@@ -24,8 +24,14 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from providers.config import IncomingSettings, NetworkPolicy
-from providers.errors import ConnectionTimedOut, ProtocolError, ProviderError, server_said
+from providers.config import AnyCredentials, IncomingSettings, NetworkPolicy, TokenCredentials
+from providers.errors import (
+    AuthenticationFailed,
+    ConnectionTimedOut,
+    ProtocolError,
+    ProviderError,
+    server_said,
+)
 from providers.imap import imap_close, imap_detach, imap_open, mapped_errors, select_folder
 
 logger = logging.getLogger(__name__)
@@ -75,6 +81,13 @@ class _Opened:
     buffered: bytes
     exists: int
     mark: tuple[int, int]  # (UIDVALIDITY, UIDNEXT): changed between connections = new mail
+    secret: str = ""  # what the login used, redacted from anything the server says
+
+
+# Fresh credentials for each (re)connection, given the access token a server just refused (or
+# ""); called in the pool. OAuth2 channels need it: the token in their settings would expire.
+CredentialsSource = Callable[[str], AnyCredentials]
+Wanted = tuple[IncomingSettings, NetworkPolicy, "CredentialsSource | None"]
 
 
 class _Responses:
@@ -107,14 +120,21 @@ class _Channel:
     """One watched folder. Small on purpose: a process holds a thousand of them."""
 
     __slots__ = (
-        "key", "settings", "policy", "state", "due", "sock", "responses", "seq", "exists",
-        "expunged", "mark", "failures", "gave_up", "idle_since", "mail_pending", "mail_at",
+        "key", "settings", "policy", "credentials", "secret", "state", "due", "sock",
+        "responses", "seq", "exists", "expunged", "mark", "failures", "gave_up", "idle_since",
+        "mail_pending", "mail_at",
     )  # fmt: skip
 
     def __init__(
-        self, key: Hashable, settings: IncomingSettings, policy: NetworkPolicy, now: float
+        self,
+        key: Hashable,
+        settings: IncomingSettings,
+        policy: NetworkPolicy,
+        credentials: CredentialsSource | None,
+        now: float,
     ) -> None:
         self.key, self.settings, self.policy = key, settings, policy
+        self.credentials, self.secret = credentials, settings.credentials.secret
         self.state, self.due = WAITING, now
         self.sock: socket.socket | None = None
         self.responses: _Responses | None = None
@@ -165,7 +185,7 @@ class IdleEngine:
         self._pool = ThreadPoolExecutor(CONNECT_WORKERS, thread_name_prefix="imap-idle-connect")
         # Shared with other threads, under _lock: what the caller wants, and what is new.
         self._lock = threading.Lock()
-        self._wanted: dict[Hashable, tuple[IncomingSettings, NetworkPolicy]] = {}
+        self._wanted: dict[Hashable, Wanted] = {}
         self._requests: dict[Hashable, tuple[IncomingSettings, NetworkPolicy] | None] = {}
         self._opened: list[tuple[_Channel, Future[_Opened | None]]] = []
         self._closed = False
@@ -176,11 +196,19 @@ class IdleEngine:
 
     # -- any thread --------------------------------------------------------------------------
 
-    def watch(self, key: Hashable, settings: IncomingSettings, policy: NetworkPolicy) -> None:
-        """Listen on this channel; the same settings again change nothing, others reconnect."""
+    def watch(
+        self,
+        key: Hashable,
+        settings: IncomingSettings,
+        policy: NetworkPolicy,
+        credentials: CredentialsSource | None = None,
+    ) -> None:
+        """Listen on this channel; the same settings again change nothing, others reconnect.
+        With `credentials`, each connection logs in with what it returns, not with the
+        settings' credentials (which then only name the account)."""
         if settings.protocol != "imap":
             raise ValueError(f"IDLE is IMAP only, not {settings.protocol!r}")
-        self._request(key, (settings, policy))
+        self._request(key, (settings, policy, credentials))
 
     def unwatch(self, key: Hashable) -> None:
         self._request(key, None)
@@ -189,9 +217,7 @@ class IdleEngine:
         with self._lock:
             return set(self._wanted)
 
-    def _request(
-        self, key: Hashable, wanted: tuple[IncomingSettings, NetworkPolicy] | None
-    ) -> None:
+    def _request(self, key: Hashable, wanted: Wanted | None) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the IDLE engine is closed")
@@ -279,11 +305,10 @@ class IdleEngine:
         for channel, future in opened:
             self._on_opened(channel, future, now)
 
-    def _apply(
-        self, key: Hashable, wanted: tuple[IncomingSettings, NetworkPolicy] | None, now: float
-    ) -> None:
+    def _apply(self, key: Hashable, wanted: Wanted | None, now: float) -> None:
         current = self._channels.get(key)
-        if current is not None and wanted == (current.settings, current.policy):
+        if current is not None and wanted and wanted[:2] == (current.settings, current.policy):
+            current.credentials = wanted[2]  # used at the next connection
             return
         if current is not None:
             self._retire(self._channels.pop(key), now)
@@ -326,7 +351,11 @@ class IdleEngine:
     def _connect(self, channel: _Channel) -> None:
         channel.state, channel.due = CONNECTING, math.inf
         future = self._pool.submit(
-            _open, channel.settings, channel.policy, self._reply_timeout(channel)
+            _open,
+            channel.settings,
+            channel.policy,
+            self._reply_timeout(channel),
+            channel.credentials,
         )
         future.add_done_callback(functools.partial(self._handoff, channel))
 
@@ -353,6 +382,7 @@ class IdleEngine:
         # Mail that came while no connection listened would otherwise wait for the next poll.
         missed = channel.mark is not None and opened.mark != channel.mark
         channel.sock, channel.responses = opened.sock, _Responses()
+        channel.secret = opened.secret or channel.secret
         channel.mark, channel.exists, channel.expunged = opened.mark, opened.exists, False
         self._selector.register(opened.sock, selectors.EVENT_READ, channel)
         if missed:
@@ -416,7 +446,7 @@ class IdleEngine:
         first, _, rest = text.partition(b" ")
         if first.upper() == b"BYE":
             if channel.state != CLOSING:  # expected after our LOGOUT
-                said = server_said(rest, channel.settings.credentials.secret)
+                said = server_said(rest, channel.secret)
                 message = f"{channel.where} closed the IMAP connection (server said: {said})."
                 self._fail(channel, ProtocolError(message), now)
             return
@@ -445,7 +475,7 @@ class IdleEngine:
             # The IDLE ended: after our DONE (re-issue) or because the server chose to.
             self._send_idle(channel, now)
         else:
-            said_text = server_said(said, channel.settings.credentials.secret)
+            said_text = server_said(said, channel.secret)
             error = ProtocolError(f"{channel.where} refused IDLE (server said: {said_text}).")
             self._fail(channel, error, now)
 
@@ -530,14 +560,19 @@ class IdleEngine:
 # -- the pool's side and socket helpers -------------------------------------------------------
 
 
-def _open(settings: IncomingSettings, policy: NetworkPolicy, timeout: float) -> _Opened | None:
+def _open(
+    settings: IncomingSettings,
+    policy: NetworkPolicy,
+    timeout: float,
+    credentials: CredentialsSource | None = None,
+) -> _Opened | None:
     """Connect, log in, check for IDLE, EXAMINE (read-only: \\Recent stays as it is).
 
     Blocking; runs in the pool. None when the server does not announce IDLE (RFC 2177 3).
     """
     server = replace(settings.server, timeout=timeout)
     settings = replace(settings, server=server)
-    client = imap_open(settings, policy)
+    client, settings = _login(settings, policy, credentials)
     try:
         with mapped_errors(server, settings.credentials):
             if not client.has_capability("IDLE"):
@@ -552,7 +587,24 @@ def _open(settings: IncomingSettings, policy: NetworkPolicy, timeout: float) -> 
     exists = int(status.get(b"EXISTS", 0))
     # Without UIDNEXT, the message count stands in (a change then may be only a deletion).
     mark = (int(status.get(b"UIDVALIDITY", 0)), int(status.get(b"UIDNEXT", exists)))
-    return _Opened(sock, buffered, exists, mark)
+    return _Opened(sock, buffered, exists, mark, settings.credentials.secret)
+
+
+def _login(
+    settings: IncomingSettings, policy: NetworkPolicy, credentials: CredentialsSource | None
+):
+    """Log in with the source's credentials; a refused access token (ended early by the
+    provider) is refreshed once, as polls do."""
+    if credentials is None:
+        return imap_open(settings, policy), settings
+    settings = replace(settings, credentials=credentials(""))
+    try:
+        return imap_open(settings, policy), settings
+    except AuthenticationFailed:
+        if not isinstance(settings.credentials, TokenCredentials):
+            raise
+    settings = replace(settings, credentials=credentials(settings.credentials.access_token))
+    return imap_open(settings, policy), settings
 
 
 def _broke(channel: _Channel, exc: OSError) -> ProtocolError:

@@ -69,8 +69,6 @@ def receiving_text(mailbox: Mailbox, now: datetime) -> str:
     polling = f"Polling every {mailbox.refresh_interval} s"
     if mailbox.protocol != Mailbox.Protocol.IMAP:
         return f"{polling} (POP3 has no push)."
-    if mailbox.auth_type == Mailbox.AuthType.OAUTH2:
-        return f"{polling} (push over IMAP IDLE is not available for OAuth2 sign-in yet)."
     if mailbox.on_push(now):
         safety = max(mailbox.refresh_interval, settings.POSTROOM_IDLE_SAFETY_POLL_SECONDS)
         return (

@@ -200,3 +200,40 @@ def test_a_reply_goes_out_through_smtp_with_xoauth2(
     assert run.sent == 1
     [received] = smtp.wait_for(1)
     assert received.login == oauth_user.address
+
+
+def test_a_token_the_smtp_server_refuses_is_refreshed_once_and_the_reply_still_goes(
+    admin_client, oauth_provider, oauth_user, oauth_channel, smtp
+):
+    mailbox = oauth_channel()
+    sign_in(admin_client, oauth_provider, mailbox)
+    first_token = mailbox.oauth_access_token
+    rows = [enqueue(mailbox), enqueue(mailbox)]
+    oauth_provider.expire_access_tokens()  # Postroom still believes it has an hour
+
+    run = outbox_send_due(mailbox_id=mailbox.pk)
+
+    assert run.sent == 2 and not run.paused
+    mailbox.refresh_from_db()
+    assert not mailbox.outbox_paused and mailbox.oauth_access_token != first_token
+    for row in rows:
+        row.refresh_from_db()
+        assert row.state == row.State.SENT and row.attempts == 1  # the refusal cost nothing
+    assert [r["grant_type"] for r in oauth_provider.token_requests].count("refresh_token") == 1
+
+
+def test_a_revoked_account_pauses_the_outbox_without_spending_attempts(
+    admin_client, oauth_provider, oauth_user, oauth_channel, smtp
+):
+    mailbox = oauth_channel()
+    sign_in(admin_client, oauth_provider, mailbox)
+    row = enqueue(mailbox)
+    oauth_provider.revoke_account(oauth_user.address)
+
+    run = outbox_send_due(mailbox_id=mailbox.pk)
+
+    assert run.paused and run.sent == 0
+    mailbox.refresh_from_db()
+    assert mailbox.outbox_paused and "Sign in again" in mailbox.outbox_paused_reason
+    row.refresh_from_db()
+    assert row.state == row.State.QUEUED and row.attempts == 0
