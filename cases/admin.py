@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from cases.models import Attachment, Case, CaseMessage, Contact
+from cases.retention import contact_erase
 from cases.services import inbound_replay
 from mailboxes.models import InboundMessage
 
@@ -101,6 +102,28 @@ class InboundMessageAdmin(admin.ModelAdmin):
 class ContactAdmin(admin.ModelAdmin):
     list_display = ["address", "name", "created_at"]
     search_fields = ["address", "name"]
+    actions = ["erase"]
+
+    @admin.action(
+        description="Erase contact: delete their cases, messages and files for good",
+        permissions=["delete"],
+    )
+    def erase(self, request, queryset):
+        self.log_deletions(request, queryset)  # the admin's history records who erased whom
+        cases = files = received = 0
+        for contact in list(queryset):
+            erased = contact_erase(contact=contact)
+            cases, received, files = (
+                cases + erased.cases,
+                received + erased.messages,
+                files + erased.files,
+            )
+        self.message_user(
+            request,
+            f"Erased {queryset.model._meta.verbose_name_plural}: {cases} case(s), {received} "
+            f"received message(s), {files} file(s). A re-fetch of the same mail is not stored.",
+            messages.SUCCESS,
+        )
 
 
 class CaseMessageInline(admin.StackedInline):

@@ -1,4 +1,5 @@
-"""Automatic replies (acknowledgement, refusal): when one may go, and sending it.
+"""Automatic replies (acknowledgement, refusal, confirmation request): when one may go, and
+sending it.
 
 RFC 3834 §2: never answer automatic mail, and mark our own `Auto-Submitted: auto-replied`
 (compose does, for `Draft(automatic=True)`). Never to the channel's own addresses, and at most
@@ -66,6 +67,15 @@ def refusal_send(*, mailbox: Mailbox, parsed: ParsedMail) -> tuple[OutboundMessa
     context = _context(mailbox, parsed)
     text = render_to_string("cases/mail/refusal.txt", context)
     return _send(mailbox, parsed, Kind.REFUSAL, text, case_reference="")
+
+
+def confirmation_send(
+    *, mailbox: Mailbox, parsed: ParsedMail, confirm_url: str, expires_at
+) -> tuple[OutboundMessage | None, str]:
+    """Seed 001 "confirm unknown senders": ask the sender to open the link and confirm."""
+    context = {**_context(mailbox, parsed), "confirm_url": confirm_url, "expires_at": expires_at}
+    text = render_to_string("cases/mail/confirmation.txt", context)
+    return _send(mailbox, parsed, Kind.CONFIRMATION, text, case_reference="")
 
 
 def _context(mailbox: Mailbox, parsed: ParsedMail) -> dict:

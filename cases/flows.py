@@ -7,8 +7,16 @@ inside the pipeline's transaction: what it writes commits with the ledger's outc
 
 from __future__ import annotations
 
-from cases.auto_reply import acknowledgement_send, refusal_send
-from cases.models import Case, CaseMessage
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.urls import reverse
+from django.utils import timezone
+
+from cases.auto_reply import acknowledgement_send, confirmation_send, refusal_send
+from cases.models import Case, CaseMessage, Confirmation
 from cases.services import (
     Decision,
     Incoming,
@@ -57,8 +65,15 @@ def _new_case(incoming: Incoming, *, threading_note: str) -> Decision:
     parsed, mailbox = incoming.parsed, incoming.mailbox
     known = contact_for(address=parsed.sender, name=parsed.sender_name, create=False)
     if known is None and mailbox.confirm_unknown_senders and not _has_written(incoming):
-        # TODO(issue 8, step 4): send the confirmation mail; confirming creates the case.
-        return Decision(Outcome.HELD, "Held: unknown sender, waiting for confirmation")
+        return _hold(incoming)
+    return case_start(incoming, threading_note=threading_note)
+
+
+def case_start(incoming: Incoming, *, threading_note: str = "", after: str = "") -> Decision:
+    """Open a case for the message and acknowledge it (a new conversation, or a held message
+    whose sender confirmed)."""
+    parsed, mailbox = incoming.parsed, incoming.mailbox
+    known = contact_for(address=parsed.sender, name=parsed.sender_name, create=False)
     contact = known or contact_for(
         address=parsed.sender,
         name=parsed.sender_name,
@@ -74,7 +89,36 @@ def _new_case(incoming: Incoming, *, threading_note: str) -> Decision:
         result["acknowledgement"] = case_message_add_outbound(case=case, row=row).pk
     said = "acknowledgement sent" if row else f"no acknowledgement: {why}"
     note = f"; not joined to an earlier case: {threading_note}" if threading_note else ""
-    return Decision(Outcome.PROCESSED, f"New case #{case.reference} ({said}){note}", result, True)
+    return Decision(
+        Outcome.PROCESSED, f"New case #{case.reference}{after} ({said}){note}", result, True
+    )
+
+
+def confirmation_token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _hold(incoming: Incoming) -> Decision:
+    """Seed 001 "confirm unknown senders": keep the message, and mail the sender a link to a
+    page whose button (a POST) creates the case."""
+    parsed, mailbox = incoming.parsed, incoming.mailbox
+    token = secrets.token_urlsafe(32)
+    expires_at = timezone.now() + timedelta(hours=settings.POSTROOM_CONFIRMATION_HOURS)
+    held = Confirmation.objects.create(
+        inbound=incoming.message,
+        mailbox=mailbox,
+        address=parsed.sender,
+        token_hash=confirmation_token_hash(token),
+        expires_at=expires_at,
+    )
+    url = settings.POSTROOM_BASE_URL.rstrip("/") + reverse("cases:confirm", args=[token])
+    row, why = confirmation_send(
+        mailbox=mailbox, parsed=parsed, confirm_url=url, expires_at=expires_at
+    )
+    said = "confirmation asked by mail" if row else f"no confirmation mail: {why}"
+    reason = f"Held: unknown sender, waiting for confirmation ({said})"
+    result = {"confirmation": held.pk, "confirmation_mail": row.pk if row else None}
+    return Decision(Outcome.HELD, reason, result, wrote=True)
 
 
 def _has_written(incoming: Incoming) -> bool:

@@ -139,6 +139,9 @@ class Attachment(models.Model):
     file = models.FileField(upload_to="attachments/%Y/%m/", max_length=300, blank=True)
     kept = models.BooleanField(default=True)
     not_kept_reason = models.CharField(max_length=200, blank=True)
+    purged_at = models.DateTimeField(
+        null=True, blank=True, help_text="The channel's retention deleted the file."
+    )
 
     class Meta:
         ordering = ["pk"]
@@ -154,6 +157,7 @@ class AutoReply(models.Model):
     class Kind(models.TextChoices):
         ACKNOWLEDGEMENT = "ack", "Acknowledgement"
         REFUSAL = "refusal", "Refusal"
+        CONFIRMATION = "confirm", "Confirmation request"
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="auto_replies")
     address = models.CharField(max_length=320)
@@ -168,3 +172,60 @@ class AutoReply(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} to {self.address}"
+
+
+class Confirmation(models.Model):
+    """An unknown sender's held message, waiting for them to confirm they are a person.
+
+    Only a hash of the token is stored: the link in the mail is the one secret. It is used
+    once (a conditional UPDATE sets `confirmed_at`), and never by a GET.
+    """
+
+    inbound = models.OneToOneField(
+        InboundMessage, on_delete=models.CASCADE, related_name="confirmation"
+    )
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="+")
+    address = models.CharField(max_length=320)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Confirmation for {self.address}"
+
+
+class WebhookDelivery(models.Model):
+    """One POST of the webhook flow: its body is fixed when the message is processed, and it is
+    retried with backoff until the endpoint accepts it or the attempts run out."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        DELIVERED = "delivered", "Delivered"
+        RETRYING = "retrying", "Waiting to retry"
+        FAILED = "failed", "Failed"
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="+")
+    inbound = models.ForeignKey(
+        InboundMessage, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    url = models.URLField(max_length=500)
+    body = models.TextField(help_text="The JSON sent, exactly as signed.")
+    state = models.CharField(
+        max_length=10, choices=State.choices, default=State.QUEUED, db_index=True
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(db_index=True)
+    claim_expires_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Webhook {self.pk} to {self.url}"

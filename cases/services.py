@@ -3,7 +3,7 @@
 Every stored message ends processed, ignored, held or failed, with why, on its ledger row.
 Processing is idempotent: a message whose decision wrote anything (a case message, an automatic
 reply) has a `ProcessingStep` row written in the same transaction, and replaying it changes
-nothing. A message that was only ignored or held wrote nothing, so replay decides again (say,
+nothing. A message that was only ignored wrote nothing, so replay decides again (say,
 after the administrator changed the sender filter).
 """
 
@@ -79,7 +79,7 @@ def inbound_process(*, message_id: int, replay: bool = False) -> str:
     try:
         with transaction.atomic():
             decision = _decide(Incoming(message, message.mailbox, parsed))
-            _record(message, decision, parsed)
+            decision_record(message, decision, parsed)
     except Exception as exc:  # noqa: BLE001 - one bad message never stops a poll
         logger.exception("message %s failed in the pipeline", message_id)
         return _record_failure(message, f"Processing failed: {type(exc).__name__}: {exc}")
@@ -112,7 +112,7 @@ def flow_handler(*, name: str):
     return import_string(entry[2])
 
 
-def _record(message: InboundMessage, decision: Decision, parsed: ParsedMail) -> None:
+def decision_record(message: InboundMessage, decision: Decision, parsed: ParsedMail) -> None:
     reason = decision.reason
     if message.truncated:
         cap = message.mailbox.max_message_size
@@ -127,7 +127,10 @@ def _record(message: InboundMessage, decision: Decision, parsed: ParsedMail) -> 
         subject=parsed.subject[:500],
     )
     if decision.wrote:
-        ProcessingStep.objects.create(message=message, step=STEP, result=decision.result)
+        # update_or_create: a held message's step is rewritten when its sender confirms.
+        ProcessingStep.objects.update_or_create(
+            message=message, step=STEP, defaults={"result": decision.result}
+        )
 
 
 def _record_failure(message: InboundMessage, reason: str) -> str:
@@ -164,19 +167,53 @@ def _bounce(incoming: Incoming) -> Decision:
     if sent is None:
         about = ", ".join(ids) or "no Message-ID it names"
         return Decision(Outcome.IGNORED, f"Delivery report about a message not sent here ({about})")
+    outbound_bounced(row=sent, text=bounce_text(incoming.parsed))
     on_case = CaseMessage.objects.filter(outbound=sent).select_related("case").first()
     result = {"bounce_of": sent.pk}
     if on_case is None:
-        return Decision(Outcome.IGNORED, f"Delivery report for outgoing message {sent.pk}", result)
+        reason = f"Delivery report for outgoing message {sent.pk}, marked bounced"
+        return Decision(Outcome.PROCESSED, reason, result, wrote=True)
     added = case_message_add_inbound(
         case=on_case.case,
         incoming=incoming,
         joined_by=CaseMessage.JoinedBy.BOUNCE,
         detail=sent.message_id,
     )
-    reason = f"Delivery report for outgoing message {sent.pk}, added to case #{on_case.case_id}"
+    reason = (
+        f"Delivery report for outgoing message {sent.pk}, marked bounced and added to case "
+        f"#{on_case.case_id}"
+    )
     result.update(case=on_case.case_id, case_message=added.pk)
     return Decision(Outcome.PROCESSED, reason, result, wrote=True)
+
+
+STATUS_FIELDS = ("Final-Recipient", "Action", "Status", "Diagnostic-Code")
+
+
+def bounce_text(parsed: ParsedMail) -> str:
+    """What a delivery report says, for the outbox: its status fields, then its human text."""
+    lines = []
+    for part in parsed.message.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        for block in part.get_payload() or []:
+            for name in STATUS_FIELDS:
+                value = block.get(name) if hasattr(block, "get") else None
+                if value:
+                    lines.append(f"{name}: {' '.join(str(value).split())}")
+    text = parsed.text.strip()
+    return "\n".join([*lines, *([""] if lines and text else []), text])[:4000]
+
+
+def outbound_bounced(*, row: OutboundMessage, text: str) -> None:
+    """A delivery report about a sent message: it did not reach (all) its recipients."""
+    now = timezone.now()
+    OutboundMessage.objects.filter(pk=row.pk).update(bounced_at=now, bounce_text=text)
+    # Only a sent message becomes "bounced": a report cannot overtake a send in progress.
+    OutboundMessage.objects.filter(pk=row.pk, state=OutboundMessage.State.SENT).update(
+        state=OutboundMessage.State.BOUNCED
+    )
+    logger.info("outgoing message %s bounced", row.pk)
 
 
 def _from_channel(incoming: Incoming) -> Decision:

@@ -253,6 +253,10 @@ POSTROOM_CONNECT_TIMEOUT = env.float("POSTROOM_CONNECT_TIMEOUT", default=15.0)
 # gets at most this many automatic replies (acknowledgement, refusal) an hour.
 POSTROOM_ATTACHMENT_MAX_BYTES = env.int("POSTROOM_ATTACHMENT_MAX_BYTES", default=10 * 2**20)
 POSTROOM_AUTO_REPLIES_PER_HOUR = env.int("POSTROOM_AUTO_REPLIES_PER_HOUR", default=3)
+# A held message from an unknown sender waits this long for the sender to confirm, then stays
+# kept, without a case. Webhook deliveries are tried this many times, backing off up to an hour.
+POSTROOM_CONFIRMATION_HOURS = env.int("POSTROOM_CONFIRMATION_HOURS", default=72)
+POSTROOM_WEBHOOK_MAX_ATTEMPTS = env.int("POSTROOM_WEBHOOK_MAX_ATTEMPTS", default=8)
 
 # --- Logging --------------------------------------------------------------------------------
 

@@ -76,6 +76,7 @@ FIELD_GROUPS: dict[str, list[str]] = {
         "attachments_allowed",
         "process_task_replies",
         "end_of_message_marker",
+        "retention_days",
     ],
     "Email filtering": [
         "flow",

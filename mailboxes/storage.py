@@ -17,7 +17,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from mailboxes.models import InboundMessage, KnownUidl, Mailbox
+from mailboxes.models import ErasedMessage, InboundMessage, KnownUidl, Mailbox
 
 # INTERNALDATE is the server's clock, in whole seconds: only mail a day older than the cursor
 # counts as history during a rescan. Erring towards import is safe (stored mail is recognised).
@@ -61,6 +61,13 @@ def messages_store(
     Messages whose identity is already stored are skipped (a retried batch stores nothing
     twice). Returns the rows created.
     """
+    # Mail erased on request ("erase contact") is not brought back by a re-fetch.
+    erased = set(
+        ErasedMessage.objects.filter(sha256__in=[item.sha256 for item in fetched]).values_list(
+            "sha256", flat=True
+        )
+    )
+    fetched = [item for item in fetched if item.sha256 not in erased]
     prepared = [_prepare(mailbox, uidvalidity, item, leave_on_server) for item in fetched]
     with transaction.atomic(durable=True):
         created = [row for row in prepared if not _seen_before(mailbox, row) and _insert(row)]

@@ -6,6 +6,8 @@ import logging
 
 from celery import shared_task
 
+from cases.confirmations import confirmations_expire
+from cases.retention import retention_purge
 from pollers.history import history_import_slice, history_stalled
 from pollers.leases import LeaseLost
 from pollers.outbox import outbox_send_due, outbox_sweep
@@ -57,3 +59,10 @@ def import_history(mailbox_id: int) -> None:
     arrived meanwhile, so new mail is never delayed behind history."""
     if history_import_slice(mailbox_id=mailbox_id).more:
         import_history.delay(mailbox_id)
+
+
+@shared_task(name="pollers.cases_housekeeping", ignore_result=True)
+def cases_housekeeping() -> None:
+    """Beat runs this hourly: retention purges, and held mail nobody confirmed expires."""
+    retention_purge()
+    confirmations_expire()

@@ -15,6 +15,7 @@ STATE_COLOURS = {
     OutboundMessage.State.SENT: "#1e8e3e",
     OutboundMessage.State.RETRYING: "#d68a00",
     OutboundMessage.State.FAILED: "#d93025",
+    OutboundMessage.State.BOUNCED: "#a50e0e",
 }
 
 
@@ -52,6 +53,8 @@ class OutboundMessageAdmin(admin.ModelAdmin):
         "last_error_at",
         "server_reply",
         "sent_at",
+        "bounced_at",
+        "bounce_text",
         "copied_to_sent",
         "created_at",
     ]
@@ -74,7 +77,7 @@ class OutboundMessageAdmin(admin.ModelAdmin):
         return format_html(
             '<span style="color:{}" title="{}">&#9679; {}</span>',
             STATE_COLOURS[message.state],
-            message.last_error,
+            message.bounce_text or message.last_error,
             message.get_state_display(),
         )
 

@@ -39,6 +39,8 @@ class InboundMessage(models.Model):
         default=False, help_text="Over the size cap: only the headers were kept."
     )
     server_date = models.DateTimeField(null=True, blank=True)
+    # The channel's retention removed the bytes (raw and raw_file are empty since then).
+    raw_purged_at = models.DateTimeField("raw mail purged at", null=True, blank=True)
     stored_at = models.DateTimeField(auto_now_add=True, db_index=True)
     server_action_done = models.BooleanField(
         default=False, help_text="The after-import action ran on the server."
@@ -103,6 +105,17 @@ class ProcessingStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.step} of message {self.message_id}"
+
+
+class ErasedMessage(models.Model):
+    """A tombstone: a message erased on request ("erase contact"). Only its hash is kept, so a
+    re-fetch of the same bytes is recognised and not stored again."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    erased_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.sha256
 
 
 class KnownUidl(models.Model):

@@ -307,6 +307,24 @@ class Mailbox(models.Model):
         default="create_case",
         help_text="What happens to each received email.",
     )
+    webhook_url = models.URLField(
+        "webhook URL",
+        max_length=500,
+        blank=True,
+        help_text="The webhook flow POSTs a JSON summary of each email here.",
+    )
+    # Signs the webhook's body (HMAC-SHA256); encrypted, never shown back.
+    webhook_secret = EncryptedTextField("webhook secret")
+
+    # Data kept (issue 8): raw mail and attachment files older than this are purged; cases and
+    # their text stay. Empty keeps everything.
+    retention_days = models.PositiveIntegerField(
+        "keep raw mail and files for (days)",
+        null=True,
+        blank=True,
+        help_text="Raw mail and attachment files older than this are deleted; cases and their "
+        "text stay. Empty: keep forever.",
+    )
 
     # Status (seed 003: grey / green / amber / red)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.UNCHECKED)

@@ -19,6 +19,7 @@ class OutboundMessage(models.Model):
         SENT = "sent", "Sent"
         RETRYING = "retrying", "Waiting to retry"
         FAILED = "failed", "Failed"
+        BOUNCED = "bounced", "Bounced"
 
     class Kind(models.TextChoices):
         REPLY = "reply", "Reply"
@@ -48,6 +49,9 @@ class OutboundMessage(models.Model):
     last_error_at = models.DateTimeField(null=True, blank=True)
     server_reply = models.CharField(max_length=500, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # A delivery report (DSN) about this message arrived: when, and what it said.
+    bounced_at = models.DateTimeField(null=True, blank=True)
+    bounce_text = models.TextField(blank=True)
     copied_to_sent = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 

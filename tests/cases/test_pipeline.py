@@ -270,3 +270,30 @@ def test_a_file_name_cannot_climb_out_of_the_attachments_folder(channel, receive
     assert attachment.file.name.startswith("attachments/")
     assert ".." not in attachment.file.name
     assert attachment.file.name.rsplit("/", 1)[-1].startswith("passwd")
+
+
+def test_a_delivery_report_marks_the_sent_mail_bounced(channel, receive):
+    support = channel()
+    receive(support, mail())
+    ack = OutboundMessage.objects.get(mailbox=support)
+    OutboundMessage.objects.filter(pk=ack.pk).update(state=OutboundMessage.State.SENT)
+    report = (
+        f"From: MAILER-DAEMON@example.net\r\nTo: {support.email_address}\r\n"
+        "Subject: Undelivered Mail\r\nMIME-Version: 1.0\r\nMessage-ID: <dsn-2@example.net>\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nNo such user.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\n"
+        "Final-Recipient: rfc822; carol@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"Message-ID: {ack.message_id}\r\n--b--\r\n"
+    )
+
+    row = receive(support, report.encode())
+
+    ack.refresh_from_db()
+    assert ack.state == OutboundMessage.State.BOUNCED
+    assert ack.bounced_at is not None
+    assert "Status: 5.1.1" in ack.bounce_text
+    assert "No such user." in ack.bounce_text
+    assert "marked bounced" in row.outcome_reason
+    assert inbound_replay(message_id=row.pk) == Outcome.PROCESSED
