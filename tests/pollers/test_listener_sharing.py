@@ -48,7 +48,9 @@ def test_two_listeners_share_twenty_channels_and_one_takes_over_when_the_other_d
     def shared():
         # Checked at every look, not only at the end: never two connections to one channel.
         assert max(connections(proxies).values()) <= 1, connections(proxies)
-        return len(first.held()) == 10 and len(second.held()) == 10
+        # A lease is taken before its connection opens: wait for both.
+        held = len(first.held()) == 10 and len(second.held()) == 10
+        return held and connections(proxies) == dict.fromkeys(proxies, 1)
 
     wait_until(shared, timeout=60, what="the two listeners to hold 10 channels each")
     assert first.held().isdisjoint(second.held())
@@ -59,7 +61,7 @@ def test_two_listeners_share_twenty_channels_and_one_takes_over_when_the_other_d
 
     def taken_over():
         assert max(connections(proxies).values()) <= 1, connections(proxies)
-        return second.held() == set(proxies)
+        return second.held() == set(proxies) and connections(proxies) == dict.fromkeys(proxies, 1)
 
     wait_until(taken_over, timeout=60, what="the second to take over the first's channels")
     assert connections(proxies) == dict.fromkeys(proxies, 1)
