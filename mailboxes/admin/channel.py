@@ -6,12 +6,10 @@ from datetime import datetime
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.db import models
-from django.http import HttpRequest, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import HttpRequest
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import path
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
@@ -246,17 +244,13 @@ class MailboxAdmin(OAuthAdminMixin, FirstSyncAdminMixin, admin.ModelAdmin):
 
     @method_decorator(require_POST)
     def test_connection_view(self, request, pk: int):
-        mailbox = get_object_or_404(Mailbox, pk=pk)
-        if not self.has_change_permission(request, mailbox):
-            raise PermissionDenied
+        mailbox = self.changeable(request, pk)
         self._report(request, mailbox, mailbox_test_connection(mailbox=mailbox))
-        return HttpResponseRedirect(reverse("admin:mailboxes_mailbox_change", args=[pk]))
+        return self.back_to_channel(pk)
 
     @method_decorator(require_POST)
     def fetch_now_view(self, request, pk: int):
-        mailbox = get_object_or_404(Mailbox, pk=pk)
-        if not self.has_change_permission(request, mailbox):
-            raise PermissionDenied
+        mailbox = self.changeable(request, pk)
         if mailbox.is_polled:
             mailbox_fetch_now(mailbox=mailbox)
             messages.success(request, f"{mailbox.name}: fetching now.")
@@ -264,12 +258,10 @@ class MailboxAdmin(OAuthAdminMixin, FirstSyncAdminMixin, admin.ModelAdmin):
             messages.warning(
                 request, f"{mailbox.name} is offline or outbound-only: nothing to fetch."
             )
-        return HttpResponseRedirect(reverse("admin:mailboxes_mailbox_change", args=[pk]))
+        return self.back_to_channel(pk)
 
     def send_test_mail_view(self, request, pk: int):
-        mailbox = get_object_or_404(Mailbox, pk=pk)
-        if not self.has_change_permission(request, mailbox):
-            raise PermissionDenied
+        mailbox = self.changeable(request, pk)
         form = TestMailForm(request.POST or None, initial={"to": request.user.email})
         if request.method == "POST" and form.is_valid():
             to = form.cleaned_data["to"]
@@ -277,7 +269,7 @@ class MailboxAdmin(OAuthAdminMixin, FirstSyncAdminMixin, admin.ModelAdmin):
             if row.state == OutboundMessage.State.SENT:
                 reply = f" (server said: {row.server_reply})" if row.server_reply else ""
                 messages.success(request, f"Test mail sent to {to}: the server accepted it{reply}.")
-                return HttpResponseRedirect(reverse("admin:mailboxes_mailbox_change", args=[pk]))
+                return self.back_to_channel(pk)
             # Stay on the form: fix the channel in another tab, then send again from here.
             messages.error(request, f"The test mail to {to} was not sent. {row.last_error}")
         context = {

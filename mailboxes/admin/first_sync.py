@@ -4,15 +4,14 @@ and cancel the import. A mixin of MailboxAdmin, kept apart so the channel module
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
+from mailboxes.admin.access import ChannelViewsMixin
 from mailboxes.first_sync import ACTIVE, first_sync_cancel, first_sync_choose, import_progress
 from mailboxes.forms import FirstSyncForm
 from mailboxes.models import Mailbox
@@ -22,7 +21,7 @@ from providers.errors import ProviderError
 FIRST_SYNC_FIELDS = ["first_sync_summary", "import_progress_display"]
 
 
-class FirstSyncAdminMixin:
+class FirstSyncAdminMixin(ChannelViewsMixin):
     @admin.display(description="first sync")
     def first_sync_summary(self, mailbox: Mailbox) -> str:
         if not mailbox.pk or not mailbox.listen:
@@ -57,7 +56,7 @@ class FirstSyncAdminMixin:
         ]
 
     def first_sync_view(self, request: HttpRequest, pk: int):
-        mailbox = self._changeable(request, pk)
+        mailbox = self.changeable(request, pk)
         form = FirstSyncForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
@@ -66,9 +65,7 @@ class FirstSyncAdminMixin:
                 messages.error(request, str(err))
             else:
                 messages.success(request, f"{mailbox.name}: {_choice_words(mailbox)}.")
-                return HttpResponseRedirect(
-                    reverse("admin:mailboxes_mailbox_change", args=[mailbox.pk])
-                )
+                return self.back_to_channel(mailbox.pk)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -83,20 +80,14 @@ class FirstSyncAdminMixin:
         return TemplateResponse(request, "admin/mailboxes/mailbox/first_sync.html", context)
 
     def first_sync_cancel_view(self, request: HttpRequest, pk: int):
-        mailbox = self._changeable(request, pk)
+        mailbox = self.changeable(request, pk)
         if first_sync_cancel(mailbox=mailbox):
             messages.success(
                 request, f"{mailbox.name}: import cancelled; what it stored stays stored."
             )
         else:
             messages.info(request, f"{mailbox.name}: no import was running.")
-        return HttpResponseRedirect(reverse("admin:mailboxes_mailbox_change", args=[pk]))
-
-    def _changeable(self, request: HttpRequest, pk: int) -> Mailbox:
-        mailbox = get_object_or_404(Mailbox, pk=pk)
-        if not self.has_change_permission(request, mailbox):
-            raise PermissionDenied
-        return mailbox
+        return self.back_to_channel(pk)
 
 
 def _preview_context(mailbox: Mailbox) -> dict:

@@ -8,9 +8,7 @@ from __future__ import annotations
 from urllib.parse import parse_qsl, urlsplit
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -18,6 +16,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
+from mailboxes.admin.access import ChannelViewsMixin
 from mailboxes.models import Mailbox
 from mailboxes.oauth import (
     SignInError,
@@ -55,7 +54,7 @@ def _state_of(url: str) -> str:
 method_sensitive = method_decorator(sensitive_post_parameters("code"))
 
 
-class OAuthAdminMixin:
+class OAuthAdminMixin(ChannelViewsMixin):
     @admin.display(description="sign-in")
     def oauth_sign_in(self, mailbox: Mailbox) -> str:
         if not mailbox.pk or mailbox.auth_type != Mailbox.AuthType.OAUTH2:
@@ -83,14 +82,14 @@ class OAuthAdminMixin:
         ]  # fmt: skip
 
     def oauth_start_view(self, request: HttpRequest, pk: int):
-        mailbox = self._oauth_changeable(request, pk)
+        mailbox = self.changeable(request, pk)
         if not mailbox_redirects_back(mailbox=mailbox):
             return HttpResponseRedirect(reverse("admin:mailboxes_mailbox_oauth_manual", args=[pk]))
         try:
             url = mailbox_oauth_start(mailbox=mailbox, session=request.session)
         except ProviderError as err:
             messages.error(request, f"{mailbox.name}: the sign-in could not start. {err}")
-            return self._oauth_back(pk)
+            return self.back_to_channel(pk)
         return HttpResponseRedirect(url)
 
     @sensitive_variables("code")
@@ -100,16 +99,16 @@ class OAuthAdminMixin:
         except SignInError as err:
             messages.error(request, str(err))
             return HttpResponseRedirect(reverse("admin:mailboxes_mailbox_changelist"))
-        mailbox = self._oauth_changeable(request, pending.mailbox_id)
+        mailbox = self.changeable(request, pending.mailbox_id)
         if request.GET.get("error"):
             app_error = _provider_error(mailbox, request.GET)
             messages.error(request, f"{mailbox.name}: sign-in failed. {app_error}")
-            return self._oauth_back(mailbox.pk)
+            return self.back_to_channel(mailbox.pk)
         return self._oauth_finish(request, mailbox, pending, request.GET.get("code", ""))
 
     @method_sensitive
     def oauth_manual_view(self, request: HttpRequest, pk: int):
-        mailbox = self._oauth_changeable(request, pk)
+        mailbox = self.changeable(request, pk)
         if request.method == "POST":
             try:
                 pending = pending_take(session=request.session, state=request.POST.get("state", ""))
@@ -123,7 +122,7 @@ class OAuthAdminMixin:
             url = mailbox_oauth_start(mailbox=mailbox, session=request.session)
         except ProviderError as err:
             messages.error(request, f"{mailbox.name}: the sign-in could not start. {err}")
-            return self._oauth_back(pk)
+            return self.back_to_channel(pk)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -141,17 +140,8 @@ class OAuthAdminMixin:
             tokens = mailbox_oauth_finish(mailbox=mailbox, pending=pending, code=code)
         except SignInError as err:
             messages.error(request, f"{mailbox.name}: sign-in failed. {err}")
-            return self._oauth_back(mailbox.pk)
+            return self.back_to_channel(mailbox.pk)
         messages.success(request, f"{mailbox.name}: signed in as {tokens.signed_in_as}.")
         report = mailbox_test_connection(mailbox=mailbox)
         self._report(request, mailbox, report)
-        return self._oauth_back(mailbox.pk)
-
-    def _oauth_changeable(self, request: HttpRequest, pk: int) -> Mailbox:
-        mailbox = get_object_or_404(Mailbox, pk=pk)
-        if not self.has_change_permission(request, mailbox):
-            raise PermissionDenied
-        return mailbox
-
-    def _oauth_back(self, pk: int) -> HttpResponseRedirect:
-        return HttpResponseRedirect(reverse("admin:mailboxes_mailbox_change", args=[pk]))
+        return self.back_to_channel(mailbox.pk)

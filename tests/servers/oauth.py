@@ -134,6 +134,7 @@ class Token(TokenMixin):
     expires_at: float
     access_revoked: bool = False
     refresh_revoked: bool = False
+    client: Client | None = None  # None for tokens issued directly (issue_token)
 
     def check_client(self, client: Client) -> bool:
         return client.client_id == self.client_id
@@ -153,8 +154,8 @@ class Token(TokenMixin):
     def get_user(self) -> Account:
         return self.account
 
-    def get_client(self) -> Client:
-        raise NotImplementedError  # authlib does not ask for it on these grants
+    def get_client(self) -> Client | None:
+        return self.client
 
     @property
     def access_active(self) -> bool:
@@ -384,6 +385,7 @@ class OAuthTestProvider:
         refresh = token.get("refresh_token") or (old.refresh_token if old else None)
         record = Token(
             client_id=request.client.client_id,
+            client=request.client,
             account=request.user,
             scope=token.get("scope", ""),
             access_token=token["access_token"],
