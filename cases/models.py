@@ -7,6 +7,7 @@ threading can be checked against it.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
 
@@ -32,7 +33,8 @@ class Case(models.Model):
     class State(models.TextChoices):
         NEW = "new", "New"
         OPEN = "open", "Open"
-        CLOSED = "closed", "Closed"
+        PENDING = "pending", "Pending"  # waiting on the customer
+        SOLVED = "solved", "Solved"
 
     # PROTECT: deleting a channel must not take its customers' history with it; take the
     # channel offline instead.
@@ -45,11 +47,29 @@ class Case(models.Model):
     address = models.CharField("customer address", max_length=320, db_index=True)
     subject = models.CharField(max_length=500, blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.NEW)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="assigned_cases",
+    )
+    # A merged case keeps its messages' history here; its messages move to the target.
+    merged_into = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="merged_cases"
+    )
+    # The newest message's time, kept on the row so the case list sorts without a join.
+    last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(
+                fields=["mailbox", "state", "-last_message_at"], name="case_list_by_channel"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"[#{self.reference}] {self.subject}"
@@ -125,9 +145,137 @@ class CaseMessage(models.Model):
 
     class Meta:
         ordering = ["date", "pk"]
+        permissions = [("view_raw_message", "Can view a message's raw mail")]
 
     def __str__(self) -> str:
         return self.subject or self.message_id or f"message {self.pk}"
+
+
+class CaseEvent(models.Model):
+    """What an agent did to a case and why: the case's audit trail."""
+
+    class Kind(models.TextChoices):
+        STATE = "state", "Status changed"
+        ASSIGN = "assign", "Assigned"
+        SPLIT = "split", "Message split out"
+        MERGE = "merge", "Merged"
+        TASK = "task", "Task"
+        NOTE = "note", "Note"
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    detail = models.CharField(max_length=500, blank=True)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.detail}"
+
+
+class Task(models.Model):
+    """Seed 001: work on a case assigned to an agent with an assignment mail. With "process
+    task replies" on, a reply to that mail joins the task's history, not the case thread."""
+
+    class State(models.TextChoices):
+        OPEN = "open", "Open"
+        DONE = "done", "Done"
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="tasks")
+    title = models.CharField(max_length=300)
+    description = models.TextField(blank=True)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="assigned_tasks",
+    )
+    # Where the assignment mail went (the assignee's address, or another person's).
+    assignee_address = models.CharField(max_length=320, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    assignment = models.ForeignKey(
+        OutboundMessage, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # The assignment mail's Message-ID: a reply naming it in In-Reply-To or References is a
+    # task reply.
+    assignment_message_id = models.CharField(max_length=255, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class TaskEntry(models.Model):
+    """One line of a task's history: created, assignment mailed, a reply, a note, done."""
+
+    class Kind(models.TextChoices):
+        CREATED = "created", "Created"
+        MAILED = "mailed", "Assignment mailed"
+        REPLY = "reply", "Reply"
+        NOTE = "note", "Note"
+        DONE = "done", "Done"
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="entries")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    inbound = models.OneToOneField(
+        InboundMessage, on_delete=models.SET_NULL, null=True, blank=True, related_name="task_entry"
+    )
+    author = models.CharField(max_length=320, blank=True)
+    text = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        verbose_name_plural = "task entries"
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} on {self.task}"
+
+
+class QueueItem(models.Model):
+    """The "inbound task queue" flow (seed 002): an email waits here until an agent of the
+    channel picks it, which opens a case assigned to them."""
+
+    class State(models.TextChoices):
+        WAITING = "waiting", "Waiting"
+        TAKEN = "taken", "Taken"
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="queue_items")
+    inbound = models.OneToOneField(
+        InboundMessage, on_delete=models.CASCADE, related_name="queue_item"
+    )
+    sender = models.CharField(max_length=320, blank=True)
+    subject = models.CharField(max_length=500, blank=True)
+    state = models.CharField(
+        max_length=10, choices=State.choices, default=State.WAITING, db_index=True
+    )
+    taken_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    taken_at = models.DateTimeField(null=True, blank=True)
+    case = models.ForeignKey(
+        Case, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return self.subject or f"queued message {self.pk}"
 
 
 class Attachment(models.Model):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.text import get_valid_filename
@@ -284,10 +284,24 @@ def case_message_add_inbound(
     _attachments_keep(added, parsed, mailbox)
     own = channel_addresses(mailbox=mailbox)
     participants_add(case=case, addresses=[parsed.sender, *parsed.recipients], exclude=own)
-    if case.state == Case.State.CLOSED and direction == CaseMessage.Direction.IN:
+    if direction == CaseMessage.Direction.IN and case.state in REOPENED_BY_CUSTOMER:
+        # The customer wrote again: a solved or waiting case needs an agent again.
         Case.objects.filter(pk=case.pk).update(state=Case.State.OPEN)
-    Case.objects.filter(pk=case.pk).update(updated_at=timezone.now())
+    case_touch(case=case, at=added.date)
     return added
+
+
+# A case waiting on the customer, or solved, goes back to the agents when the customer writes.
+REOPENED_BY_CUSTOMER = (Case.State.PENDING, Case.State.SOLVED)
+
+
+def case_touch(*, case: Case, at) -> None:
+    """Keep the case's newest-message time (the case list's order) and updated_at."""
+    now = timezone.now()
+    Case.objects.filter(pk=case.pk).update(updated_at=now)
+    Case.objects.filter(pk=case.pk).filter(
+        Q(last_message_at__isnull=True) | Q(last_message_at__lt=at)
+    ).update(last_message_at=at)
 
 
 def case_message_add_outbound(*, case: Case, row: OutboundMessage) -> CaseMessage:
@@ -295,7 +309,7 @@ def case_message_add_outbound(*, case: Case, row: OutboundMessage) -> CaseMessag
     parsed = mail_parse(bytes(row.raw), arrived=timezone.now())
     own = channel_addresses(mailbox=row.mailbox)
     participants_add(case=case, addresses=parsed.recipients, exclude=own)
-    return CaseMessage.objects.create(
+    added = CaseMessage.objects.create(
         case=case,
         direction=CaseMessage.Direction.OUT,
         outbound=row,
@@ -303,6 +317,8 @@ def case_message_add_outbound(*, case: Case, row: OutboundMessage) -> CaseMessag
         automatic="auto-replied" if row.kind != OutboundMessage.Kind.REPLY else "",
         **_message_fields(parsed, marker=""),
     )
+    case_touch(case=case, at=added.date)
+    return added
 
 
 def _message_fields(parsed: ParsedMail, *, marker: str) -> dict:

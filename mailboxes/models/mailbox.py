@@ -256,6 +256,20 @@ class Mailbox(models.Model):
     # Set when the provider refused the refresh token: "sign in again". Polling and the outbox
     # stop until an administrator signs in; administrators were mailed once, when it was set.
     oauth_refused_at = models.DateTimeField("sign-in refused at", null=True, blank=True)
+    # Google apps in "testing" mode hand out refresh tokens that die after 7 days; the token
+    # response says so in refresh_token_expires_in. Null: the provider gave no end.
+    oauth_refresh_expires_at = models.DateTimeField(
+        "refresh token expires", null=True, blank=True, editable=False
+    )
+
+    # Agents (issue 9): who may see this channel's cases. Administrators see every channel.
+    agent_groups = models.ManyToManyField(
+        "auth.Group",
+        blank=True,
+        related_name="mailboxes",
+        verbose_name="agent groups",
+        help_text="Agents in these groups see and answer this channel's cases.",
+    )
 
     # Email handling (seed 001)
     case_response_template = models.TextField(
@@ -267,7 +281,11 @@ class Mailbox(models.Model):
     attachments_allowed = models.BooleanField(
         "attachments", default=True, help_text="Keep up to 5 attachments per message."
     )
-    process_task_replies = models.BooleanField("process task replies", default=False)
+    process_task_replies = models.BooleanField(
+        "process task replies",
+        default=False,
+        help_text="Replies to a task-assignment mail go into the task's history, not the case.",
+    )
     end_of_message_marker = models.CharField(
         "end of message marker",
         max_length=200,
@@ -286,6 +304,17 @@ class Mailbox(models.Model):
         "auto acknowledgement template",
         blank=True,
         help_text="Sent once per new case. Empty: no acknowledgement.",
+    )
+    refusal_template = models.TextField(
+        "refusal template",
+        blank=True,
+        help_text="Sent to a sender whose mail cannot open a case because new cases are off. "
+        "Empty: a built-in text.",
+    )
+    size_notice_template = models.TextField(
+        "size notice template",
+        blank=True,
+        help_text="Sent when a message was too large to keep whole. Empty: a built-in text.",
     )
     sender_filter = models.TextField(
         "sender email address filter",
