@@ -13,7 +13,13 @@ from mailboxes import presets
 from mailboxes.models import Alias, Mailbox
 from mailboxes.services import ConnectionReport, mailbox_probe, status_fields
 
-SECRET_FIELDS = ("password", "smtp_password", "sendgrid_api_token", "oauth_client_secret")
+SECRET_FIELDS = (
+    "password",
+    "smtp_password",
+    "sendgrid_api_token",
+    "oauth_client_secret",
+    "webhook_secret",
+)
 
 # The form's fields, grouped as the product pages group them; the admin's fieldsets read this.
 FIELD_GROUPS: dict[str, list[str]] = {
@@ -76,16 +82,22 @@ FIELD_GROUPS: dict[str, list[str]] = {
         "attachments_allowed",
         "process_task_replies",
         "end_of_message_marker",
+        "size_notice_template",
         "retention_days",
     ],
     "Email filtering": [
         "flow",
         "allow_new_case",
+        "refusal_template",
         "auto_ack_template",
         "sender_filter",
         "confirm_unknown_senders",
         "create_contact_for_unknown",
+        "webhook_url",
+        "webhook_secret",
+        "clear_webhook_secret",
     ],
+    "Agents": ["agent_groups"],
     "Save": ["save_anyway_offline"],
 }
 FORM_ONLY_FIELDS = {"save_anyway_offline", *(f"clear_{name}" for name in SECRET_FIELDS)}
@@ -137,6 +149,9 @@ class MailboxForm(forms.ModelForm):
     )
     clear_oauth_client_secret = forms.BooleanField(
         required=False, label="Remove the stored client secret"
+    )
+    clear_webhook_secret = forms.BooleanField(
+        required=False, label="Remove the stored webhook secret"
     )
     save_anyway_offline = forms.BooleanField(
         label="Save anyway, offline",
