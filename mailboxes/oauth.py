@@ -22,6 +22,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from mailboxes import oauth_health
 from mailboxes.models import Mailbox
 from mailboxes.outbox import outbox_resume
 from mailboxes.services import mailbox_token_credentials, network_policy
@@ -45,6 +46,11 @@ TOKEN_FIELDS = [
     "oauth_token_expires",
     "oauth_refused_at",
     "oauth_signed_in_as",
+    # What credential health reads, so its "before a refresh" is the stored one.
+    "oauth_signed_in_at",
+    "oauth_refreshed_at",
+    "oauth_rotated_at",
+    "oauth_refresh_expires_at",
 ]
 _now = time.time  # a seam: tests move the clock instead of waiting 10 minutes
 
@@ -192,6 +198,11 @@ def mailbox_oauth_store(*, mailbox: Mailbox, tokens: oauth.TokenSet, signed_in: 
         )
     if tokens.rotated:
         fields["oauth_rotated_at"] = now
+    # The refresh token's end, when the provider says it (Google "Testing" apps). A sign-in or
+    # a rotation brings a new token, whose end is what this answer says (or unknown); a refresh
+    # that keeps the token and says nothing leaves the known end as it is.
+    if tokens.refresh_expires_at is not None or signed_in or tokens.rotated:
+        fields["oauth_refresh_expires_at"] = tokens.refresh_expires_at
     for name, value in fields.items():
         setattr(mailbox, name, value)
     # save(update_fields) encrypts through the field; .update() would store plaintext.
@@ -221,7 +232,11 @@ def mailbox_oauth_refresh(*, mailbox: Mailbox) -> bool:
         tokens = oauth.token_refresh(
             app, endpoints, policy, refresh_token=mailbox.oauth_refresh_token
         )
+        # As of the previous refresh: a warning new since then is mailed once, here, under
+        # the refresh lease (no other worker can see the same change).
+        before = oauth_health.credential_warnings(mailbox, mailbox.oauth_refreshed_at or now)
         mailbox_oauth_store(mailbox=mailbox, tokens=tokens, signed_in=False)
+        _mail_new_warnings(mailbox, before)
     except oauth.SignInRefused as err:
         # Re-worded, so that the poll which records this error keeps "sign in again" up front.
         raise oauth.SignInRefused(mailbox_oauth_refused(mailbox=mailbox, error=err)) from err
@@ -273,7 +288,7 @@ def _wait_for_refresh(mailbox: Mailbox) -> None:
 
 @dataclass(frozen=True)
 class MailboxTokenSource:
-    """Fresh XOAUTH2 credentials for each IMAP IDLE (re)connection of one channel (the
+    """Fresh token credentials for each IMAP IDLE (re)connection of one channel (the
     engine's CredentialsSource). Equal for the same channel, so that re-watching a channel
     whose token was refreshed keeps its connection."""
 
@@ -323,7 +338,23 @@ def mailbox_oauth_refused(*, mailbox: Mailbox, error: ProviderError) -> str:
     return reason
 
 
-def _notify_administrators(mailbox: Mailbox) -> None:
+def _mail_new_warnings(mailbox: Mailbox, before: list[oauth_health.HealthWarning]) -> None:
+    after = oauth_health.credential_warnings(mailbox, timezone.now())
+    appeared = oauth_health.warnings_appeared(before, after)
+    if appeared:
+        logger.warning(
+            "channel %s: credential warning %s",
+            mailbox.channel_id,
+            ", ".join(warning.code for warning in appeared),
+        )
+        transaction.on_commit(
+            lambda: _notify_administrators(mailbox, "credential_warning", {"warnings": appeared})
+        )
+
+
+def _notify_administrators(
+    mailbox: Mailbox, template: str = "sign_in_again", extra: dict | None = None
+) -> None:
     """One mail to everyone who may change channels (superusers, and staff with the right)."""
     users = get_user_model().objects.filter(is_active=True, is_staff=True).exclude(email="")
     permitted = (
@@ -335,12 +366,13 @@ def _notify_administrators(mailbox: Mailbox) -> None:
     if not recipients:
         return
     context = {
+        **(extra or {}),
         "mailbox": mailbox,
         "change_url": settings.POSTROOM_BASE_URL.rstrip("/")
         + reverse("admin:mailboxes_mailbox_change", args=[mailbox.pk]),
     }
-    subject = render_to_string("mailboxes/mail/sign_in_again_subject.txt", context)
-    body = render_to_string("mailboxes/mail/sign_in_again.txt", context)
+    subject = render_to_string(f"mailboxes/mail/{template}_subject.txt", context)
+    body = render_to_string(f"mailboxes/mail/{template}.txt", context)
     try:
         send_mail(" ".join(subject.split()), body, None, recipients)
     except OSError as exc:  # smtplib's errors are OSErrors too

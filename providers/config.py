@@ -50,7 +50,7 @@ class Credentials:
 
 @dataclass(frozen=True)
 class TokenCredentials:
-    """An OAuth2 access token for SASL XOAUTH2 (or OAUTHBEARER): the login is `username`."""
+    """An OAuth2 access token for SASL OAUTHBEARER or XOAUTH2: the login is `username`."""
 
     username: str
     access_token: str = field(default="", repr=False)

@@ -13,7 +13,7 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
-from providers import netguard, tls
+from providers import netguard, sasl, tls
 from providers.config import (
     AnyCredentials,
     IncomingSettings,
@@ -23,7 +23,6 @@ from providers.config import (
     TokenCredentials,
 )
 from providers.errors import (
-    AuthenticationFailed,
     ConnectionTimedOut,
     FolderMissing,
     ProtocolError,
@@ -138,12 +137,11 @@ def imap_check(settings: IncomingSettings, policy: NetworkPolicy) -> MailboxChec
 
 
 def login(client: IMAPClient, credentials: AnyCredentials) -> None:
-    """Password login, or SASL XOAUTH2 with an access token (imapclient's oauth2_login)."""
+    """Password login, or SASL OAUTHBEARER / XOAUTH2 with an access token."""
     username, secret = credentials.username, credentials.secret
     try:
         if isinstance(credentials, TokenCredentials):
-            _require_xoauth2(client)
-            client.oauth2_login(username, secret)
+            _token_login(client, credentials)
         elif username.isascii() and secret.isascii():
             client.login(username, secret)
         else:
@@ -161,12 +159,26 @@ def login(client: IMAPClient, credentials: AnyCredentials) -> None:
         raise auth_refused(client.host, _reply(exc), secret) from exc
 
 
-def _require_xoauth2(client: IMAPClient) -> None:
-    if not client.has_capability("AUTH=XOAUTH2"):
-        raise AuthenticationFailed(
-            f"{client.host} does not offer OAuth2 logins (AUTH=XOAUTH2): use a password "
-            "instead, or check the incoming server."
-        )
+def _token_login(client: GuardedIMAPClient, credentials: TokenCredentials) -> None:
+    """AUTHENTICATE with the mechanism the server's AUTH= capabilities allow.
+
+    Not imapclient's oauth2_login / oauthbearer_login: they answer the server's error
+    challenge with the token again, where the SASL profiles want %x01 or an empty response.
+    """
+    server = client.server
+    offered = [m for m in sasl.TOKEN_MECHANISMS if client.has_capability(f"AUTH={m}")]
+    mechanism = sasl.token_mechanism(offered)
+    if mechanism is None:
+        raise sasl.not_offered(server, "its IMAP CAPABILITY")
+    answers = iter([sasl.initial_response(mechanism, credentials, server)])
+
+    def respond(_challenge: bytes) -> bytes:
+        return next(answers, sasl.error_answer(mechanism))
+
+    try:
+        client._imap.authenticate(mechanism, respond)
+    except imaplib.IMAP4.error as exc:  # NO or BAD; abort (a broken connection) too
+        raise LoginError(f"authenticate failed: {exc}") from exc
 
 
 def select_folder(client: IMAPClient, folder: str, *, readonly: bool) -> dict[bytes, Any]:

@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -100,6 +100,9 @@ class TokenSet:
     scope: str
     signed_in_as: str = ""  # the account's address, from the ID token or userinfo
     rotated: bool = False  # a refresh returned a new refresh token
+    # When the provider says the refresh token itself ends (Google's refresh_token_expires_in,
+    # sent for apps in "Testing" status and for time-limited grants); None: not said.
+    refresh_expires_at: datetime | None = None
 
 
 def endpoints_resolve(app: OAuthApp, policy: NetworkPolicy) -> Endpoints:
@@ -343,7 +346,16 @@ def _token_set(
         scope=token.get("scope") or endpoints.scope,
         signed_in_as=signed_in_as,
         rotated=rotated,
+        refresh_expires_at=_refresh_expires_at(token),
     )
+
+
+def _refresh_expires_at(token: dict) -> datetime | None:
+    try:
+        seconds = int(token["refresh_token_expires_in"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
 def _signed_in_as(app: OAuthApp, endpoints: Endpoints, token: dict, policy: NetworkPolicy) -> str:

@@ -9,7 +9,7 @@ import socket
 import ssl
 from collections.abc import Iterator
 
-from providers import netguard, tls
+from providers import netguard, sasl, tls
 from providers.config import (
     AnyCredentials,
     IncomingSettings,
@@ -19,7 +19,6 @@ from providers.config import (
     TokenCredentials,
 )
 from providers.errors import (
-    AuthenticationFailed,
     ConnectionTimedOut,
     ProtocolError,
     ProviderError,
@@ -95,9 +94,9 @@ def pop3_check(settings: IncomingSettings, policy: NetworkPolicy) -> MailboxChec
 
 
 def login(client: poplib.POP3, server: ServerAddress, credentials: AnyCredentials) -> None:
-    """USER/PASS, or AUTH XOAUTH2 (RFC 5034 SASL) with an access token."""
+    """USER/PASS, or AUTH OAUTHBEARER / XOAUTH2 (RFC 5034 SASL) with an access token."""
     if isinstance(credentials, TokenCredentials):
-        _xoauth2(client, server, credentials)
+        _token_login(client, server, credentials)
         return
     try:
         client.user(credentials.username)
@@ -106,44 +105,46 @@ def login(client: poplib.POP3, server: ServerAddress, credentials: AnyCredential
         raise auth_refused(server.host, _reply(exc), credentials.password) from exc
 
 
-def _xoauth2(client: poplib.POP3, server: ServerAddress, credentials: TokenCredentials) -> None:
-    """AUTH XOAUTH2, answering the server's "+ " continuation by hand (poplib has no AUTH).
+def _token_login(client: poplib.POP3, server: ServerAddress, credentials: TokenCredentials) -> None:
+    """AUTH with the mechanism CAPA's SASL line allows, answering the server's "+ "
+    continuation by hand (poplib has no AUTH).
 
-    A refused token comes back as one more continuation carrying a JSON error; RFC 5034 4
-    has the client answer it with an empty line, and the server then says -ERR.
+    A refused token comes back as one more continuation carrying a JSON error; the client
+    answers it (sasl.error_answer) and the server then says -ERR.
     """
     token = credentials.access_token
-    blob = f"user={credentials.username}\x01auth=Bearer {token}\x01\x01".encode()
     try:
-        _require_sasl(client, server, "XOAUTH2")
-        client._putcmd("AUTH XOAUTH2")
-        _continuation(client._getresp(), server)
-        client._putcmd(base64.b64encode(blob).decode("ascii"))
+        mechanism = sasl.token_mechanism(_sasl_offered(client))
+        if mechanism is None:
+            raise sasl.not_offered(server, "its POP3 CAPA SASL line")
+        client._putcmd(f"AUTH {mechanism}")
+        _continuation(client._getresp(), server, mechanism)
+        client._putcmd(_b64(sasl.initial_response(mechanism, credentials, server)))
         reply = client._getresp()
         if not reply.startswith(b"+OK"):
-            client._putcmd("")
+            client._putcmd(_b64(sasl.error_answer(mechanism)))
             reply = client._getresp()  # -ERR: raises error_proto
     except poplib.error_proto as exc:
         raise token_refused(server.host, _reply(exc), token) from exc
 
 
-def _require_sasl(client: poplib.POP3, server: ServerAddress, mechanism: str) -> None:
+def _sasl_offered(client: poplib.POP3) -> list[str]:
     try:
-        capabilities = client.capa()
-    except poplib.error_proto:
-        capabilities = {}
-    if mechanism not in capabilities.get("SASL", []):
-        raise AuthenticationFailed(
-            f"{server.host} does not offer OAuth2 logins over POP3 (SASL {mechanism}): use a "
-            "password instead, or check the incoming server."
-        )
+        return client.capa().get("SASL", [])
+    except poplib.error_proto:  # no CAPA (RFC 2449): no SASL either
+        return []
 
 
-def _continuation(reply: bytes, server: ServerAddress) -> None:
+def _continuation(reply: bytes, server: ServerAddress, mechanism: str) -> None:
     if not reply.startswith(b"+") or reply.startswith(b"+OK"):
+        said = server_said(reply)
         raise ProtocolError(
-            f"{server.host} answered AUTH XOAUTH2 unexpectedly (server said: {server_said(reply)})."
+            f"{server.host} answered AUTH {mechanism} unexpectedly (server said: {said})."
         )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 @contextlib.contextmanager

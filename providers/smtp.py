@@ -8,14 +8,16 @@ to the address netguard allowed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator
 
 import aiosmtplib
+from aiosmtplib import SMTPStatus
 
-from providers import netguard, tls
+from providers import netguard, sasl, tls
 from providers.config import (
     AnyCredentials,
     NetworkPolicy,
@@ -89,11 +91,12 @@ async def smtp_connect(
 async def login(
     client: aiosmtplib.SMTP, server: ServerAddress, credentials: AnyCredentials
 ) -> None:
-    """AUTH with what aiosmtplib picks (PLAIN, LOGIN...), or XOAUTH2 for an access token."""
+    """AUTH with what aiosmtplib picks (PLAIN, LOGIN...), or OAUTHBEARER / XOAUTH2 for an
+    access token."""
     if not client.supports_extension("auth"):
         raise _no_auth(client, server)
     if isinstance(credentials, TokenCredentials):
-        await _xoauth2(client, server, credentials)
+        await _token_login(client, server, credentials)
         return
     try:
         await client.login(credentials.username, credentials.password)
@@ -101,20 +104,23 @@ async def login(
         raise _refused(exc, server, credentials.password) from exc
 
 
-async def _xoauth2(
+async def _token_login(
     client: aiosmtplib.SMTP, server: ServerAddress, credentials: TokenCredentials
 ) -> None:
-    if "xoauth2" not in client.server_auth_methods:
-        raise AuthenticationFailed(
-            f"{server.host} port {server.port} does not offer OAuth2 logins (AUTH XOAUTH2): "
-            "use a password for the outgoing server, or check its host and port."
-        )
-    token = credentials.access_token
-    try:
-        await client.auth_xoauth2(credentials.username, token)
-    except aiosmtplib.SMTPAuthenticationError as exc:
-        reply = f"{exc.code} {exc.message}"
-        raise token_refused(server.host, reply, token, permanent=exc.code >= 500) from exc
+    """AUTH with the mechanism EHLO's AUTH line allows (RFC 4954), the token in the initial
+    response; a 334 error challenge is answered as the mechanism says, then 535 follows."""
+    mechanism = sasl.token_mechanism(client.server_auth_methods)
+    if mechanism is None:
+        raise sasl.not_offered(server, "its EHLO AUTH line")
+    first = base64.b64encode(sasl.initial_response(mechanism, credentials, server))
+    response = await client.execute_command(b"AUTH", mechanism.encode(), first)
+    if response.code == SMTPStatus.auth_continue:
+        answer = base64.b64encode(sasl.error_answer(mechanism))
+        response = await client.execute_command(answer)
+    if response.code != SMTPStatus.auth_successful:
+        reply = f"{response.code} {response.message}"
+        token = credentials.access_token
+        raise token_refused(server.host, reply, token, permanent=response.code >= 500)
 
 
 @contextlib.asynccontextmanager

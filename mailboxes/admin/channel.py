@@ -17,7 +17,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from mailboxes.admin.first_sync import FIRST_SYNC_FIELDS, FirstSyncAdminMixin
-from mailboxes.admin.oauth import OAUTH_FIELDS, OAuthAdminMixin, sign_in_label
+from mailboxes.admin.oauth import OAUTH_FIELDS, OAuthAdminMixin, health_badge, sign_in_label
 from mailboxes.forms import FIELD_GROUPS, SECRET_FIELDS, AliasForm, MailboxForm, TestMailForm
 from mailboxes.models import Alias, Mailbox, OutboundMessage
 from mailboxes.outbox import outbound_send_test, outbox_resume
@@ -143,10 +143,11 @@ class MailboxAdmin(OAuthAdminMixin, FirstSyncAdminMixin, admin.ModelAdmin):
     @admin.display(description="status", ordering="status")
     def status_badge(self, mailbox: Mailbox) -> str:
         return format_html(
-            '<span class="postroom-status" style="color:{}" title="{}">&#9679; {}</span>',
+            '<span class="postroom-status" style="color:{}" title="{}">&#9679; {}</span>{}',
             STATUS_COLOURS[mailbox.status],
             mailbox.status_message,
             mailbox.get_status_display(),
+            health_badge(mailbox),  # OAuth2: token refreshed/rotated, amber warnings
         )
 
     # --- Secrets are never echoed: not in the POST a crash report shows, not in the page. -

@@ -13,6 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
@@ -28,16 +29,35 @@ from mailboxes.oauth import (
     mailbox_redirects_back,
     pending_take,
 )
+from mailboxes.oauth_health import AMBER, credential_facts, credential_warnings, token_summary
 from mailboxes.services import mailbox_test_connection
 from providers.errors import ProviderError
 from providers.oauth import describe_error
 
-OAUTH_FIELDS = ["oauth_sign_in", "oauth_refreshed_at", "oauth_rotated_at"]
+OAUTH_FIELDS = ["oauth_sign_in", "oauth_health"]
 PROVIDER_NAMES = {"google": "Google", "microsoft": "Microsoft"}
 
 
 def sign_in_label(mailbox: Mailbox) -> str:
     return f"Sign in with {PROVIDER_NAMES.get(mailbox.oauth_provider, 'provider')}"
+
+
+def health_badge(mailbox: Mailbox) -> str:
+    """For the status column: when the token was refreshed and rotated, and the amber
+    warnings' short labels (the whole text on hover). Empty for password channels."""
+    summary = token_summary(mailbox)
+    if not summary:
+        return ""
+    warnings = format_html_join(
+        "",
+        '<br><span class="postroom-credential-warning" style="color:{}" title="{}">'
+        "&#9650; {}</span>",
+        (
+            (AMBER, warning.text, warning.label)
+            for warning in credential_warnings(mailbox, timezone.now())
+        ),
+    )
+    return format_html('<br><small class="postroom-token">{}</small>{}', summary, warnings)
 
 
 def _provider_error(mailbox: Mailbox, query) -> str:
@@ -69,6 +89,20 @@ class OAuthAdminMixin(ChannelViewsMixin):
             else ""
         )
         return f"Signed in as {mailbox.oauth_signed_in_as or '(unknown)'} on {when}{until}."
+
+    @admin.display(description="credential health")
+    def oauth_health(self, mailbox: Mailbox) -> str:
+        if not mailbox.pk or mailbox.auth_type != Mailbox.AuthType.OAUTH2:
+            return "-"
+        facts = format_html_join(
+            "", "<div>{}</div>", ((fact,) for fact in credential_facts(mailbox))
+        )
+        warnings = format_html_join(
+            "",
+            '<div class="postroom-credential-warning" style="color:{}">&#9650; {}</div>',
+            ((AMBER, w.text) for w in credential_warnings(mailbox, timezone.now())),
+        )
+        return format_html("{}{}", warnings, facts) if facts or warnings else "-"
 
     def oauth_urls(self) -> list:
         site = self.admin_site

@@ -615,9 +615,11 @@ def _start(root: Path, **options: str) -> Dovecot:
     raise AssertionError("unreachable")
 
 
-def oauth2_config(root: Path, introspection_url: str) -> str:
+def oauth2_config(
+    root: Path, introspection_url: str, mechanisms: str = "xoauth2 oauthbearer"
+) -> str:
     """Dovecot's oauth2 passdb checking access tokens at the provider's introspection endpoint
-    (RFC 7662, POSTed as token=...), for XOAUTH2 and OAUTHBEARER only; passwords keep the
+    (RFC 7662, POSTed as token=...), for the token `mechanisms` only; passwords keep the
     passwd-file passdb (see password_mechanisms).
 
     The provider names the account by its address; username_format reduces it the way
@@ -636,10 +638,10 @@ def oauth2_config(root: Path, introspection_url: str) -> str:
     )
     conf.chmod(0o644)  # the auth process runs unprivileged
     return f"""
-auth_mechanisms = plain login xoauth2 oauthbearer
+auth_mechanisms = plain login {mechanisms}
 passdb {{
   driver = oauth2
-  mechanisms = xoauth2 oauthbearer
+  mechanisms = {mechanisms}
   args = {conf}
 }}
 """
@@ -656,10 +658,23 @@ def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
 
 @pytest.fixture(scope="session")
 def dovecot_oauth(tmp_path_factory: pytest.TempPathFactory, oauth_server) -> Iterator[Dovecot]:
-    """A second Dovecot that also takes OAuth2 access tokens from the local provider."""
+    """A second Dovecot that also takes OAuth2 access tokens from the local provider, over
+    OAUTHBEARER and XOAUTH2 (as Gmail does)."""
+    yield from _oauth_dovecot(tmp_path_factory, oauth_server, "xoauth2 oauthbearer")
+
+
+@pytest.fixture(scope="session")
+def dovecot_xoauth2(tmp_path_factory: pytest.TempPathFactory, oauth_server) -> Iterator[Dovecot]:
+    """Like dovecot_oauth, but offering XOAUTH2 only (as Microsoft 365 does)."""
+    yield from _oauth_dovecot(tmp_path_factory, oauth_server, "xoauth2")
+
+
+def _oauth_dovecot(
+    tmp_path_factory: pytest.TempPathFactory, oauth_server, mechanisms: str
+) -> Iterator[Dovecot]:
     root = tmp_path_factory.mktemp("dovecot-oauth")
     shared = _shared_dir()  # readable by Dovecot's auth process, unlike the pytest temp dir
-    extra = oauth2_config(shared, f"{oauth_server.url}/introspect")
+    extra = oauth2_config(shared, f"{oauth_server.url}/introspect", mechanisms)
     server = _start(root, extra_config=extra, password_mechanisms="plain login")
     try:
         yield server

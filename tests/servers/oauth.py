@@ -8,7 +8,11 @@ endpoint for the authorization-code grant with PKCE required (RFC 7636) and for 
 (RFC 7009) and introspection (RFC 7662, for Dovecot's oauth2 passdb).
 
 Access tokens are short-lived (`access_token_lifetime`); refresh tokens rotate (each refresh
-returns a new one and the old one dies, as Microsoft's and Okta's do) unless `rotate` is off.
+returns a new one and the old one dies, as Microsoft's and Okta's do) unless `rotate` is off
+(turned off between refreshes, it is a provider that stopped rotating). With
+`refresh_token_lifetime` set, refresh tokens end that many seconds after issue and token
+responses carry `refresh_token_expires_in`, as Google's do for apps in "Testing" status;
+`age_refresh_tokens()` lets days pass for them.
 `revoke_account()` is the revocation switch: every token of that account stops working, as when
 a user changes their password (seed 001). `expire_access_tokens()` ends the present access
 tokens without waiting. No request ever sleeps.
@@ -135,6 +139,7 @@ class Token(TokenMixin):
     access_revoked: bool = False
     refresh_revoked: bool = False
     client: Client | None = None  # None for tokens issued directly (issue_token)
+    refresh_expires_at: float | None = None  # None: the refresh token does not expire
 
     def check_client(self, client: Client) -> bool:
         return client.client_id == self.client_id
@@ -149,7 +154,8 @@ class Token(TokenMixin):
         return time.time() >= self.expires_at
 
     def is_revoked(self) -> bool:
-        return self.refresh_revoked
+        ended = self.refresh_expires_at is not None and time.time() >= self.refresh_expires_at
+        return self.refresh_revoked or ended
 
     def get_user(self) -> Account:
         return self.account
@@ -218,7 +224,7 @@ class _RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
         token = self.server.provider.by_refresh.get(refresh_token)
-        return token if token and not token.refresh_revoked else None
+        return token if token and not token.is_revoked() else None
 
     def authenticate_user(self, refresh_token: Token) -> Account:
         return refresh_token.account
@@ -337,6 +343,7 @@ class OAuthTestProvider:
         self.by_refresh: dict[str, Token] = {}
         self.access_token_lifetime = 60
         self.rotate = True
+        self.refresh_token_lifetime: int | None = None  # seconds; Google "Testing": 7 days
         self.account = "user@example.test"
         self.token_requests: list[dict] = []  # the grant types asked for, in order
 
@@ -369,6 +376,13 @@ class OAuthTestProvider:
             self.by_refresh[record.refresh_token] = record
         return record
 
+    def age_refresh_tokens(self, seconds: float) -> None:
+        """Let time pass for the refresh tokens that expire (refresh_token_lifetime)."""
+        with self.lock:
+            for token in self.by_refresh.values():
+                if token.refresh_expires_at is not None:
+                    token.refresh_expires_at -= seconds
+
     def expire_access_tokens(self) -> None:
         with self.lock:
             for token in self.by_access.values():
@@ -383,6 +397,10 @@ class OAuthTestProvider:
     def store_token(self, token: dict, request: _Request) -> None:
         old = request.refresh_token if isinstance(request.refresh_token, Token) else None
         refresh = token.get("refresh_token") or (old.refresh_token if old else None)
+        refresh_ends = self._refresh_ends(old, new=bool(token.get("refresh_token")))
+        if refresh_ends is not None:
+            # The answer goes out after save_token, so the field reaches the client.
+            token["refresh_token_expires_in"] = max(0, int(refresh_ends - time.time()))
         record = Token(
             client_id=request.client.client_id,
             client=request.client,
@@ -391,11 +409,20 @@ class OAuthTestProvider:
             access_token=token["access_token"],
             refresh_token=refresh,
             expires_at=time.time() + token.get("expires_in", 0),
+            refresh_expires_at=refresh_ends,
         )
         with self.lock:
             self.by_access[record.access_token] = record
             if refresh:
                 self.by_refresh[refresh] = record
+
+    def _refresh_ends(self, old: Token | None, *, new: bool) -> float | None:
+        """A new refresh token ends a lifetime from now; a kept one when it always did."""
+        if not new and old is not None:
+            return old.refresh_expires_at
+        if self.refresh_token_lifetime is None:
+            return None
+        return time.time() + self.refresh_token_lifetime
 
     def discovery(self) -> dict:
         return {

@@ -140,15 +140,30 @@ class _Handler:
         """Google's XOAUTH2: "user=<login>^Aauth=Bearer <token>^A^A", checked by asking the
         OAuth provider's introspection endpoint (RFC 7662), as Dovecot's oauth2 passdb does.
         A refused token gets the JSON error challenge; the client answers with an empty line."""
-        if len(args) > 1:
-            blob = _b64(args[1])
-        else:
-            answer = await smtp.challenge_auth("")
-            blob = b"" if answer is MISSING else answer
-        login, token = _xoauth2_fields(blob)
+        login, token = _xoauth2_fields(await _initial_response(smtp, args))
+        return await self._token_result(smtp, "XOAUTH2", login, token, {"status": "401"}, b"")
+
+    async def auth_OAUTHBEARER(self, smtp: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        """RFC 7628: "n,a=<login>,^Ahost=..^Aport=..^Aauth=Bearer <token>^A^A", checked like
+        XOAUTH2. A refused token gets the JSON error challenge, which the client must answer
+        with a single ^A (3.2.3); anything else is a client bug, answered 501."""
+        login, token = _oauthbearer_fields(await _initial_response(smtp, args))
+        error = {"status": "invalid_token"}
+        return await self._token_result(smtp, "OAUTHBEARER", login, token, error, b"\x01")
+
+    async def _token_result(
+        self, smtp: SMTP, mechanism: str, login: str, token: str, error: dict, answer: bytes
+    ) -> AuthResult:
         if login and token and await self._server.check_token(login, token):
+            self._server.token_logins.append((mechanism, login))
             return AuthResult(success=True, auth_data=login)
-        await smtp.challenge_auth(json.dumps({"status": "401", "schemes": "bearer"}))
+        error = {**error, "schemes": "bearer", "scope": "mail"}
+        reply = await smtp.challenge_auth(json.dumps(error))
+        if reply is MISSING:  # aiosmtpd has answered 501 already
+            return AuthResult(success=False, handled=True)
+        if reply != answer:
+            wrong = f"501 5.5.2 {mechanism} wants {answer!r} after an error challenge"
+            return AuthResult(success=False, handled=False, message=wrong)
         return AuthResult(success=False, handled=False)
 
     def authenticate(
@@ -216,6 +231,23 @@ def _b64(text: str) -> bytes:
         return b64decode(text.encode(), validate=True)
     except ValueError:
         return b""
+
+
+async def _initial_response(smtp: SMTP, args: list[str]) -> bytes:
+    """The SASL initial response: on the AUTH line, or asked for with an empty challenge."""
+    if len(args) > 1:
+        return _b64(args[1])
+    answer = await smtp.challenge_auth("")
+    return b"" if answer is MISSING else answer
+
+
+def _oauthbearer_fields(blob: bytes) -> tuple[str, str]:
+    """The login (the GS2 header's a=, unescaped) and the token of an OAUTHBEARER message."""
+    header, _, rest = blob.decode("utf-8", "replace").partition("\x01")
+    authzid = next((p[2:] for p in header.split(",") if p.startswith("a=")), "")
+    login = authzid.replace("=2C", ",").replace("=3D", "=")
+    fields = dict(part.split("=", 1) for part in rest.split("\x01") if "=" in part)
+    return login, fields.get("auth", "").removeprefix("Bearer ").strip()
 
 
 def _xoauth2_fields(blob: bytes) -> tuple[str, str]:
@@ -308,9 +340,11 @@ class SmtpTestServer:
         # AUTH mechanisms not to offer, e.g. ("PLAIN",) for a LOGIN-only server. Read when a
         # connection opens.
         self.auth_exclude: tuple[str, ...] = ()
-        # Where XOAUTH2 tokens are checked (a provider's introspection endpoint); empty:
-        # every token is refused.
+        # Where XOAUTH2 and OAUTHBEARER tokens are checked (a provider's introspection
+        # endpoint); empty: every token is refused.
         self.oauth_introspection_url = ""
+        # The token logins that succeeded, (mechanism, login), oldest first.
+        self.token_logins: list[tuple[str, str]] = []
 
     def add_user(self, username: str, password: str) -> None:
         with self._lock:

@@ -1,5 +1,5 @@
 """The OAuth variant of the Dovecot fixture: tokens from the local provider log in over
-XOAUTH2 (checked by introspection), and passwords still work beside them."""
+XOAUTH2 and OAUTHBEARER (checked by introspection), and passwords still work beside them."""
 
 from __future__ import annotations
 
@@ -65,3 +65,26 @@ def test_it_takes_an_access_token_over_pop3(dovecot_oauth, oauth_provider, oauth
         assert client.stat() == (0, 0)
     finally:
         client.quit()
+
+
+def test_it_takes_an_access_token_over_oauthbearer(dovecot_oauth, oauth_provider, oauth_user):
+    token = oauth_provider.issue_token(oauth_user.address)
+    client = imap(dovecot_oauth)
+    try:
+        assert b"AUTH=OAUTHBEARER" in client.capabilities()
+        client.oauthbearer_login(oauth_user.address, token.access_token)
+        assert client.select_folder("INBOX", readonly=True)[b"EXISTS"] == 0
+    finally:
+        client.logout()
+
+
+def test_the_xoauth2_variant_offers_xoauth2_only(dovecot_xoauth2, oauth_provider):
+    user = dovecot_xoauth2.add_user()
+    token = oauth_provider.issue_token(user.address)
+    client = imap(dovecot_xoauth2)
+    try:
+        capabilities = client.capabilities()
+        assert b"AUTH=XOAUTH2" in capabilities and b"AUTH=OAUTHBEARER" not in capabilities
+        client.oauth2_login(user.address, token.access_token)
+    finally:
+        client.logout()
