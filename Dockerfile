@@ -11,9 +11,16 @@ COPY cases ./cases
 COPY templates ./templates
 COPY static ./static
 COPY manage.py ./
-RUN pip install . && useradd --create-home postroom && mkdir -p /var/lib/postroom \
-    && chown postroom /var/lib/postroom
+# The s3 extra is small and lets an operator switch storage by environment alone.
+RUN pip install '.[s3]' && useradd --create-home postroom \
+    && mkdir -p /var/lib/postroom/media && chown -R postroom /var/lib/postroom
+# Static files are collected into the image (hashed names, gzipped copies beside them) and
+# served by whitenoise from gunicorn; the keys here exist only for this build step.
+ENV STATIC_ROOT=/app/staticfiles POSTROOM_VAR_DIR=/var/lib/postroom
+RUN DEBUG=false SECRET_KEY=collectstatic-only \
+    POSTROOM_ENCRYPTION_KEYS="$(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')" \
+    python manage.py collectstatic --noinput \
+    && chown -R postroom /var/lib/postroom
 USER postroom
-ENV POSTROOM_VAR_DIR=/var/lib/postroom
 EXPOSE 8000
-CMD ["python", "-m", "channels_app.launcher", "web"]
+CMD ["gunicorn", "channels_app.wsgi", "--bind=0.0.0.0:8000"]

@@ -8,7 +8,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["parse", "ingest", "first_sync", "idle"]
+BENCHMARKS = [
+    *["parse", "ingest", "first_sync", "idle", "cases", "case_list"],
+    "polling_scale",  # 2,000 idle channels, 2 worker processes, PostgreSQL and Redis
+    "import_50k",  # a 50,000-message first import while new mail arrives
+    "admin_list",  # the admin's channel list with 2,000 channels on PostgreSQL
+]
 
 
 def main(args: list[str]) -> None:

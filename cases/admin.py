@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.text import Truncator
+from django.views.decorators.http import require_POST
 
-from cases.models import Attachment, Case, CaseMessage, Contact
+from cases.models import Attachment, Case, CaseMessage, Contact, QueueItem, WebhookDelivery
 from cases.retention import contact_erase
 from cases.services import inbound_replay
+from cases.webhooks import webhook_retry_now
 from mailboxes.models import InboundMessage
 
 OUTCOME_COLOURS = {
@@ -28,6 +37,7 @@ class InboundMessageAdmin(admin.ModelAdmin):
         "subject",
         "size",
         "outcome_badge",
+        "reason",
         "server_identity",
     ]
     list_filter = ["outcome", "mailbox", "truncated", "server_action_done"]
@@ -87,6 +97,43 @@ class InboundMessageAdmin(admin.ModelAdmin):
     @admin.display(description="server identity")
     def server_identity(self, message: InboundMessage) -> str:
         return message.server_identity
+
+    @admin.display(description="reason")
+    def reason(self, message: InboundMessage) -> str:
+        """Why, in the list itself; a failed message gets its "Retry" button beside it.
+        The button submits the changelist's own form (a form cannot nest) to the retry URL."""
+        if message.outcome != InboundMessage.Outcome.FAILED:
+            return Truncator(message.outcome_reason).chars(120)
+        return format_html(
+            '{} <button type="submit" class="button" formaction="{}" formmethod="post">'
+            "Retry</button>",
+            Truncator(message.outcome_reason).chars(300),
+            reverse("admin:mailboxes_inboundmessage_retry", args=[message.pk]),
+        )
+
+    def get_urls(self):
+        retry = self.admin_site.admin_view(self.retry_view)
+        return [
+            path("<int:pk>/retry/", retry, name="mailboxes_inboundmessage_retry"),
+            *super().get_urls(),
+        ]
+
+    @method_decorator(require_POST)
+    def retry_view(self, request, pk: int):
+        message = get_object_or_404(InboundMessage, pk=pk)
+        if not self.has_change_permission(request, message):
+            raise PermissionDenied
+        outcome = inbound_replay(message_id=message.pk)
+        message.refresh_from_db()
+        level = messages.ERROR if outcome == InboundMessage.Outcome.FAILED else messages.SUCCESS
+        label = message.get_outcome_display().lower()
+        messages.add_message(
+            request, level, f"“{message}”: {label}. {message.outcome_reason}".strip()
+        )
+        back = request.META.get("HTTP_REFERER", "")
+        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+            back = reverse("admin:mailboxes_inboundmessage_changelist")
+        return HttpResponseRedirect(back)
 
     @admin.action(description="Replay (process again)", permissions=["change"])
     def replay(self, request, queryset):
@@ -194,6 +241,42 @@ class CaseMessageAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in CaseMessage._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """The webhook flow's POSTs: which got through, which are retrying, and why not."""
+
+    list_display = ["created_at", "mailbox", "state", "attempts", "next_attempt_at", "last_error"]
+    list_filter = ["state", "mailbox"]
+    list_select_related = ["mailbox"]
+    search_fields = ["url", "last_error"]
+    actions = ["retry_now"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in WebhookDelivery._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Retry now", permissions=["change"])
+    def retry_now(self, request, queryset):
+        count = webhook_retry_now(delivery_ids=list(queryset.values_list("pk", flat=True)))
+        messages.success(request, f"{count} delivery(ies) will be sent again now.")
+
+
+@admin.register(QueueItem)
+class QueueItemAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "mailbox", "sender", "subject", "state", "taken_by", "case"]
+    list_filter = ["state", "mailbox"]
+    list_select_related = ["mailbox", "taken_by", "case"]
+    search_fields = ["sender", "subject"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in QueueItem._meta.fields]
 
     def has_add_permission(self, request):
         return False

@@ -1,9 +1,11 @@
 """Confirming unknown senders (seed 001): the sender's POST creates the case from the held
-message; messages nobody confirmed expire, kept and visible with the reason."""
+message, and releases their other messages held on the channel; messages nobody confirmed
+expire, kept and visible with the reason."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime
 
 from django.conf import settings
@@ -13,11 +15,12 @@ from django.utils import timezone
 from cases.flows import case_start, confirmation_token_hash
 from cases.models import Confirmation
 from cases.parse import mail_parse
-from cases.services import Incoming, decision_record
+from cases.services import Incoming, decision_record, message_decide, size_notice_apply
 from mailboxes.models import InboundMessage
 
 logger = logging.getLogger(__name__)
 Outcome = InboundMessage.Outcome
+AFTER = ", after the sender confirmed"
 
 # What a link can be: waiting for the button, done, too late, or never issued.
 WAITING, CONFIRMED, USED, EXPIRED, UNKNOWN = "waiting", "confirmed", "used", "expired", "unknown"
@@ -30,24 +33,47 @@ def confirmation_state(*, token: str, now: datetime | None = None) -> str:
 
 
 def confirmation_accept(*, token: str) -> str:
-    """The sender pressed "Confirm": used once, the held message becomes a case."""
+    """The sender pressed "Confirm": used once. The sender is a person, so every message of
+    theirs held on the channel is released, in the order they arrived: the first opens a case,
+    the later ones join it (or open their own) as if they had just come in."""
     digest = confirmation_token_hash(token)
     now = timezone.now()
     with transaction.atomic(durable=True):
         claimed = Confirmation.objects.filter(
             token_hash=digest, confirmed_at=None, expired_at=None, expires_at__gt=now
         ).update(confirmed_at=now)
-        found = Confirmation.objects.filter(token_hash=digest).select_related("inbound").first()
+        found = Confirmation.objects.filter(token_hash=digest).first()
         if not claimed:
             return _state(found, now)
-        message = InboundMessage.objects.select_related("mailbox").get(pk=found.inbound_id)
-        parsed = mail_parse(message.raw_bytes(), arrived=message.server_date or message.stored_at)
-        decision = case_start(
-            Incoming(message, message.mailbox, parsed), after=", after the sender confirmed"
+        others = Confirmation.objects.filter(
+            mailbox_id=found.mailbox_id,
+            address__iexact=found.address,
+            confirmed_at=None,
+            expired_at=None,
         )
-        decision_record(message, decision, parsed)
-    logger.info("confirmation %s: the sender confirmed; %s", found.pk, decision.reason)
+        held = sorted([found.inbound_id, *others.values_list("inbound_id", flat=True)])
+        others.update(confirmed_at=now)
+        for position, inbound_id in enumerate(held):
+            _release(inbound_id, first=position == 0)
+    logger.info(
+        "confirmation %s: the sender confirmed; %d message(s) released", found.pk, len(held)
+    )
     return CONFIRMED
+
+
+def _release(inbound_id: int, *, first: bool) -> None:
+    message = InboundMessage.objects.select_related("mailbox").get(pk=inbound_id)
+    if message.outcome != Outcome.HELD:
+        return  # an administrator already dealt with it
+    parsed = mail_parse(message.raw_bytes(), arrived=message.server_date or message.stored_at)
+    incoming = Incoming(message, message.mailbox, parsed)
+    if first:
+        decision = size_notice_apply(incoming, case_start(incoming, after=AFTER))
+    else:
+        # The sender now has a case here, so the flow no longer holds their mail.
+        decision = message_decide(incoming)
+        decision = replace(decision, reason=f"{decision.reason}; released{AFTER}")
+    decision_record(message, decision, parsed)
 
 
 def confirmations_expire(*, now: datetime | None = None) -> int:

@@ -306,6 +306,7 @@ class AutoReply(models.Model):
         ACKNOWLEDGEMENT = "ack", "Acknowledgement"
         REFUSAL = "refusal", "Refusal"
         CONFIRMATION = "confirm", "Confirmation request"
+        SIZE_NOTICE = "size", "Size notice"
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="auto_replies")
     address = models.CharField(max_length=320)

@@ -13,16 +13,36 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parsedate_to_datetime
+from functools import lru_cache
 
 import nh3
 from django.utils import timezone
 
-from cases.mail_policy import POLICY
+from cases import mail_policy
 from mailboxes.automatic import automatic_reason
 
 MSGID = re.compile(r"<[^<>\s]+>")
 PLAIN_ADDRESS = re.compile(r"^[^\s<>\"@]+@[^\s<>\"@]+$")
 ADDRESS = re.compile(r"[^\s<>\"',;:()\[\]]+@[^\s<>\"',;:()\[\]]+")
+
+
+class _ParsedOnce:
+    """A header factory that parses each distinct header once. A parsed message keeps raw
+    header text and parses it again on every read: reading a part's Content-Type, filename
+    and disposition parsed the same headers some 50 times a message. Header objects are
+    immutable and depend only on (name, value), so handing the same one back is exact."""
+
+    def __init__(self, factory) -> None:
+        self._factory = factory
+        self._cached = lru_cache(maxsize=512)(factory)
+
+    def __call__(self, name, value):
+        if type(name) is str and type(value) is str:
+            return self._cached(name, value)
+        return self._factory(name, value)
+
+
+POLICY = mail_policy.POLICY.clone(header_factory=_ParsedOnce(mail_policy.POLICY.header_factory))
 
 
 @dataclass(frozen=True)
@@ -268,7 +288,10 @@ def part_text(part: Message) -> str:
 
 def html_sanitise(html: str) -> str:
     """HTML safe to show an agent: no scripts, styles, handlers or remote frames (nh3)."""
-    return nh3.clean(html, link_rel="noopener noreferrer nofollow")
+    # cid: stays so inline images can point at their attachment when shown (cases/rendering.py
+    # sanitises again for display, with its own rules).
+    schemes = nh3.ALLOWED_URL_SCHEMES | {"cid"}
+    return nh3.clean(html, link_rel="noopener noreferrer nofollow", url_schemes=schemes)
 
 
 def html_to_text(html: str) -> str:

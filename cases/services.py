@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -21,10 +22,12 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.text import get_valid_filename
 
+from cases.auto_reply import size_notice_send
 from cases.filtering import channel_addresses, sender_filter_check
-from cases.models import Attachment, Case, CaseMessage, Contact
+from cases.models import Attachment, Case, CaseEvent, CaseMessage, Contact, Task
 from cases.parse import ParsedMail, header_text, mail_parse
 from cases.quoting import text_strip_quoted
+from cases.tasks import task_replied, task_reply_add
 from cases.threads import participants_add, thread_find
 from mailboxes.models import InboundMessage, Mailbox, OutboundMessage, ProcessingStep
 from mailboxes.storage import TRUNCATED_NOTE
@@ -44,6 +47,11 @@ class Incoming:
     mailbox: Mailbox
     parsed: ParsedMail
 
+    @cached_property
+    def own_addresses(self) -> set[str]:
+        """The channel's addresses, read once per message (every step asks for them)."""
+        return channel_addresses(mailbox=self.mailbox)
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -53,9 +61,11 @@ class Decision:
     wrote: bool = False  # something was written that a replay must not write again
 
 
-def inbound_process_many(*, message_ids: Iterable[int]) -> None:
-    for message_id in message_ids:
-        inbound_process(message_id=message_id)
+def inbound_process_many(*, message_ids: Iterable[int]) -> list[str]:
+    """Process a stored batch in order, each message's outcome. The channel is read once for
+    the batch: an administrator's edit applies from the next batch, as with a poll's."""
+    channels: dict[int, Mailbox] = {}
+    return [inbound_process(message_id=pk, channels=channels) for pk in message_ids]
 
 
 def inbound_replay(*, message_id: int) -> str:
@@ -63,8 +73,11 @@ def inbound_replay(*, message_id: int) -> str:
     return inbound_process(message_id=message_id, replay=True)
 
 
-def inbound_process(*, message_id: int, replay: bool = False) -> str:
-    message = InboundMessage.objects.select_related("mailbox").get(pk=message_id)
+def inbound_process(
+    *, message_id: int, replay: bool = False, channels: dict[int, Mailbox] | None = None
+) -> str:
+    """`channels`: the batch's channels by id, filled as they are read (inbound_process_many)."""
+    message = _ledger_row(message_id, channels)
     if message.outcome in FINAL and not replay:
         return message.outcome
     if ProcessingStep.objects.filter(message=message, step=STEP).exists():
@@ -78,12 +91,28 @@ def inbound_process(*, message_id: int, replay: bool = False) -> str:
         return _record_failure(message, f"Could not be parsed: {type(exc).__name__}: {exc}")
     try:
         with transaction.atomic():
-            decision = _decide(Incoming(message, message.mailbox, parsed))
+            decision = message_decide(Incoming(message, message.mailbox, parsed))
             decision_record(message, decision, parsed)
     except Exception as exc:  # noqa: BLE001 - one bad message never stops a poll
         logger.exception("message %s failed in the pipeline", message_id)
         return _record_failure(message, f"Processing failed: {type(exc).__name__}: {exc}")
     return decision.outcome
+
+
+def _ledger_row(message_id: int, channels: dict[int, Mailbox] | None) -> InboundMessage:
+    if channels is None:
+        return InboundMessage.objects.select_related("mailbox").get(pk=message_id)
+    message = InboundMessage.objects.get(pk=message_id)
+    if message.mailbox_id in channels:
+        message.mailbox = channels[message.mailbox_id]
+    else:
+        channels[message.mailbox_id] = message.mailbox  # a row of some 125 columns: once
+    return message
+
+
+def message_decide(incoming: Incoming) -> Decision:
+    """What becomes of one message, written (inside the caller's transaction), not recorded."""
+    return size_notice_apply(incoming, _decide(incoming))
 
 
 def _decide(incoming: Incoming) -> Decision:
@@ -97,7 +126,13 @@ def _decide(incoming: Incoming) -> Decision:
             f"Already on case #{duplicate.case.reference} (same Message-ID {parsed.message_id})",
             {"case": duplicate.case_id, "duplicate_of": duplicate.pk},
         )
-    if parsed.sender in channel_addresses(mailbox=mailbox):
+    if mailbox.process_task_replies:
+        # Before the sender filter: an agent answering our own assignment mail is not a
+        # customer the filter is about.
+        task = task_replied(mailbox_id=mailbox.pk, parsed=parsed)
+        if task is not None:
+            return _task_reply(incoming, task)
+    if parsed.sender in incoming.own_addresses:
         return _from_channel(incoming)
     verdict = sender_filter_check(rules=mailbox.sender_filter, address=parsed.sender)
     if not verdict.allowed:
@@ -127,10 +162,11 @@ def decision_record(message: InboundMessage, decision: Decision, parsed: ParsedM
         subject=parsed.subject[:500],
     )
     if decision.wrote:
-        # update_or_create: a held message's step is rewritten when its sender confirms.
-        ProcessingStep.objects.update_or_create(
-            message=message, step=STEP, defaults={"result": decision.result}
-        )
+        # A held message's step is rewritten when its sender confirms. Not update_or_create:
+        # its two savepoints and a locking read cost more than this UPDATE and INSERT.
+        steps = ProcessingStep.objects.filter(message=message, step=STEP)
+        if not steps.update(result=decision.result):
+            ProcessingStep.objects.create(message=message, step=STEP, result=decision.result)
 
 
 def _record_failure(message: InboundMessage, reason: str) -> str:
@@ -149,14 +185,15 @@ def _duplicate_of(incoming: Incoming) -> CaseMessage | None:
     msgid = incoming.parsed.message_id
     if not msgid:
         return None
+    # Plain values, not rows: a candidate's ledger row would bring its raw bytes along.
     candidates = CaseMessage.objects.filter(
         case__mailbox=incoming.mailbox, message_id=msgid
-    ).select_related("inbound", "case")
-    for found in candidates:
-        if found.outbound_id is not None or (
-            found.inbound is not None and found.inbound.sha256 == incoming.message.sha256
+    ).values_list("pk", "outbound_id", "inbound_id", "inbound__sha256")
+    for pk, outbound_id, inbound_id, sha256 in candidates:
+        if outbound_id is not None or (
+            inbound_id is not None and sha256 == incoming.message.sha256
         ):
-            return found
+            return CaseMessage.objects.select_related("case").get(pk=pk)
     return None
 
 
@@ -214,6 +251,48 @@ def outbound_bounced(*, row: OutboundMessage, text: str) -> None:
         state=OutboundMessage.State.BOUNCED
     )
     logger.info("outgoing message %s bounced", row.pk)
+
+
+def _task_reply(incoming: Incoming, task: Task) -> Decision:
+    """Seed 001 "process task replies": the answer goes into the task's history, not the
+    case thread the customer's conversation is in."""
+    entry = task_reply_add(
+        task=task,
+        message=incoming.message,
+        parsed=incoming.parsed,
+        marker=incoming.mailbox.end_of_message_marker,
+    )
+    reason = f"Reply to task “{task.title}” on case #{task.case.reference}: added to the task"
+    result = {"task": task.pk, "task_entry": entry.pk, "task_case": task.case_id}
+    return Decision(Outcome.PROCESSED, reason, result, wrote=True)
+
+
+def size_notice_apply(incoming: Incoming, decision: Decision) -> Decision:
+    """A message over the channel's size cap was kept as headers only: when it reached a case,
+    its sender is told (under the automatic-reply rules) and the case says so."""
+    message = incoming.message
+    if not message.truncated or decision.outcome != Outcome.PROCESSED:
+        return decision
+    case = Case.objects.filter(pk=decision.result.get("case")).first()
+    row, why = size_notice_send(
+        mailbox=incoming.mailbox,
+        parsed=incoming.parsed,
+        case=case,
+        size=message.size,
+        own=incoming.own_addresses,
+    )
+    result = {**decision.result, "size_notice": row.pk if row else None}
+    said = "size notice sent" if row else f"no size notice: {why}"
+    if case is not None:
+        if row is not None:
+            added = case_message_add_outbound(case=case, row=row, own=incoming.own_addresses)
+            result["size_notice_message"] = added.pk
+        cap = incoming.mailbox.max_message_size
+        note = f"A message from {incoming.parsed.sender or 'an unknown sender'} was over the "
+        note += f"size cap ({message.size} bytes > {cap}): only its headers were kept; {said}"
+        CaseEvent.objects.create(case=case, kind=CaseEvent.Kind.NOTE, detail=note[:500])
+    reason = f"{decision.reason}; {said}"
+    return replace(decision, reason=reason, result=result, wrote=decision.wrote or bool(row))
 
 
 def _from_channel(incoming: Incoming) -> Decision:
@@ -282,8 +361,9 @@ def case_message_add_inbound(
         **_message_fields(parsed, marker=mailbox.end_of_message_marker),
     )
     _attachments_keep(added, parsed, mailbox)
-    own = channel_addresses(mailbox=mailbox)
-    participants_add(case=case, addresses=[parsed.sender, *parsed.recipients], exclude=own)
+    participants_add(
+        case=case, addresses=[parsed.sender, *parsed.recipients], exclude=incoming.own_addresses
+    )
     if direction == CaseMessage.Direction.IN and case.state in REOPENED_BY_CUSTOMER:
         # The customer wrote again: a solved or waiting case needs an agent again.
         Case.objects.filter(pk=case.pk).update(state=Case.State.OPEN)
@@ -304,10 +384,14 @@ def case_touch(*, case: Case, at) -> None:
     ).update(last_message_at=at)
 
 
-def case_message_add_outbound(*, case: Case, row: OutboundMessage) -> CaseMessage:
-    """Record a message Postroom sends on its case, so replies to it thread back."""
+def case_message_add_outbound(
+    *, case: Case, row: OutboundMessage, own: set[str] | None = None
+) -> CaseMessage:
+    """Record a message Postroom sends on its case, so replies to it thread back. `own`: the
+    channel's addresses, when the caller has them already."""
     parsed = mail_parse(bytes(row.raw), arrived=timezone.now())
-    own = channel_addresses(mailbox=row.mailbox)
+    if own is None:
+        own = channel_addresses(mailbox=row.mailbox)
     participants_add(case=case, addresses=parsed.recipients, exclude=own)
     added = CaseMessage.objects.create(
         case=case,
@@ -359,12 +443,14 @@ def _attachments_keep(added: CaseMessage, parsed: ParsedMail, mailbox: Mailbox) 
             not_kept_reason=reason,
         )
         if not reason:
-            row.file.save(_storage_name(part.filename), ContentFile(part.data), save=False)
+            row.file.save(
+                attachment_storage_name(part.filename), ContentFile(part.data), save=False
+            )
             kept += 1
         row.save()
 
 
-def _storage_name(filename: str) -> str:
+def attachment_storage_name(filename: str) -> str:
     """The sender's file name, reduced to one safe path segment ("../../x" is "x")."""
     base = filename.replace("\\", "/").rsplit("/", 1)[-1]
     return get_valid_filename(base[-100:]) if base.strip(". ") else "attachment"

@@ -1,7 +1,8 @@
 """Which case a message belongs to, and why.
 
 By In-Reply-To, then References (newest first), against the Message-IDs of every message a case
-holds, received or sent by Postroom; then by a case reference in the subject ("[#1234]").
+holds, received or sent by Postroom, and of its tasks' assignment mails; then by a case reference
+in the subject ("[#1234]").
 Either way a case is joined only when the sender takes part in it: different people answering
 one outgoing mail get cases of their own, and a guessed [#ref] joins nothing.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cases.models import Case, CaseMessage, CaseParticipant
+from cases.models import Case, CaseMessage, CaseParticipant, Task
 from mailboxes.models import Mailbox
 
 CASE_REFERENCE = re.compile(r"\[#(\d{1,12})\]")
@@ -65,7 +66,15 @@ def _case_of_message_id(mailbox: Mailbox, msgid: str) -> Case | None:
         .order_by("-pk")
         .first()
     )
-    return found.case if found else None
+    if found is not None:
+        return found.case
+    # A task's assignment mail is not in the case thread, but answering it is about the case.
+    task = (
+        Task.objects.filter(case__mailbox=mailbox, assignment_message_id=msgid)
+        .select_related("case")
+        .first()
+    )
+    return task.case if task else None
 
 
 def takes_part(*, case: Case, address: str) -> bool:
@@ -78,5 +87,8 @@ def takes_part(*, case: Case, address: str) -> bool:
 
 
 def participants_add(*, case: Case, addresses: list[str], exclude: set[str]) -> None:
-    for address in {a.lower() for a in addresses if a} - exclude:
-        CaseParticipant.objects.get_or_create(case=case, address=address[:320])
+    # One INSERT for all; the unique (case, lower(address)) constraint skips those already in.
+    wanted = {a.lower() for a in addresses if a} - exclude
+    rows = [CaseParticipant(case=case, address=a) for a in sorted({a[:320] for a in wanted})]
+    if rows:
+        CaseParticipant.objects.bulk_create(rows, ignore_conflicts=True)

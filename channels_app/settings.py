@@ -87,6 +87,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files straight from gunicorn, compressed and cached forever under hashed names.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -141,6 +143,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Agents sign in at /cases/login/; the admin keeps its own sign-in page.
+LOGIN_URL = "cases:login"
+LOGIN_REDIRECT_URL = "cases:list"
+LOGOUT_REDIRECT_URL = "cases:login"
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
@@ -148,9 +154,35 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default="") or VAR_DIR / "static")
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns at every start without it
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Hashed names need `collectstatic` first (the image runs it); a laptop serves from source.
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+# Stored mail and attachments in an S3-compatible bucket (pip install 'postroom[s3]') instead
+# of MEDIA_ROOT, so every machine sees the same files. Credentials: AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY in the environment (boto3 reads them), or the machine's role.
+if POSTROOM_S3_BUCKET := env.str("POSTROOM_S3_BUCKET", default=""):
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": POSTROOM_S3_BUCKET,
+            "endpoint_url": env.str("POSTROOM_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("POSTROOM_S3_REGION", default="") or None,
+            "location": env.str("POSTROOM_S3_PREFIX", default=""),
+            "default_acl": None,  # private: files are served only through Postroom's views
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
@@ -198,6 +230,18 @@ POSTROOM_FLOWS = {
         "Create case",
         "Create a case for a new conversation, or add the email to its case (default).",
         "cases.flows.create_case",
+    ),
+    "webhook": (
+        "Webhook",
+        "Create or update the case as by default, and POST a signed JSON summary of the email "
+        "to the channel's webhook URL (retried until it answers 2xx).",
+        "cases.flows.webhook",
+    ),
+    "task_queue": (
+        "Inbound task queue",
+        "Keep the email on the channel's queue; an agent picks the next one, which opens a case "
+        "assigned to them. Replies to its case join it as usual.",
+        "cases.queue.queue_flow",
     ),
     **{k: tuple(v) for k, v in env.json("POSTROOM_EXTRA_FLOWS", default={}).items()},
 }
@@ -257,18 +301,50 @@ POSTROOM_AUTO_REPLIES_PER_HOUR = env.int("POSTROOM_AUTO_REPLIES_PER_HOUR", defau
 # kept, without a case. Webhook deliveries are tried this many times, backing off up to an hour.
 POSTROOM_CONFIRMATION_HOURS = env.int("POSTROOM_CONFIRMATION_HOURS", default=72)
 POSTROOM_WEBHOOK_MAX_ATTEMPTS = env.int("POSTROOM_WEBHOOK_MAX_ATTEMPTS", default=8)
+# Seconds a webhook endpoint has to answer before the attempt counts as failed (and retried).
+POSTROOM_WEBHOOK_TIMEOUT = env.float("POSTROOM_WEBHOOK_TIMEOUT", default=10.0)
+
+# --- Health, metrics, round-trip probes (issue 11) -------------------------------------------
+# /healthz fails when beat's heartbeat is older than this, or (if required) no IMAP IDLE
+# listener runs. /metrics takes `Authorization: Bearer <token>`; without a token set, only
+# direct requests from this machine (loopback, not through a proxy). With Celery's prefork
+# workers set PROMETHEUS_MULTIPROC_DIR (an empty folder shared with web, see README).
+POSTROOM_HEALTH_BEAT_MAX_AGE = env.int("POSTROOM_HEALTH_BEAT_MAX_AGE", default=120)
+POSTROOM_HEALTH_REQUIRE_LISTENER = env.bool("POSTROOM_HEALTH_REQUIRE_LISTENER", default=False)
+POSTROOM_METRICS_TOKEN = envsecret("POSTROOM_METRICS_TOKEN", default="")
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if not PROMETHEUS_MULTIPROC_DIR:
+    # prometheus_client switches to multiprocess mode when the variable merely exists: an
+    # empty one (say, copied from .env.example) would break every counter.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+# A channel's round-trip probe turns red after this many missed in a row (amber before).
+POSTROOM_ROUND_TRIP_RED_AFTER = env.int("POSTROOM_ROUND_TRIP_RED_AFTER", default=2)
 
 # --- Logging --------------------------------------------------------------------------------
+# LOG_FORMAT=json writes one JSON object a line (for log shippers); plain otherwise. Both
+# carry the channel and the Celery task a line was written for, where there is one.
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"context": {"()": "channels_app.logging.ContextFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "plain": {"()": "channels_app.logging.PlainFormatter"},
+        "json": {"()": "channels_app.logging.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "stream": sys.stderr, "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "stream": sys.stderr,
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["context"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # httpx logs every request's URL at INFO; webhook URLs often carry a token.
+    "loggers": {"httpx": {"level": "WARNING"}},
 }
+# Workers log through LOGGING above, not Celery's own handler, so LOG_FORMAT holds there too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from functools import lru_cache
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -163,13 +164,22 @@ def template_render(*, mailbox: Mailbox, draft: Draft) -> str:
     """
     channel = {name: getattr(mailbox, name) for name in TEMPLATE_CHANNEL_FIELDS}
     context = {"reply": draft.text, "channel": channel, **draft.template_context}
-    try:
-        template = Template(mailbox.case_response_template)
-    except TemplateSyntaxError:
+    template = template_compile(mailbox.case_response_template)
+    if template is None:
         # The form refuses such a template; one stored before that still sends the reply.
         logger.warning("channel %s: case response template does not compile", mailbox.channel_id)
         return draft.text
     return template.render(Context(context, autoescape=False))
+
+
+@lru_cache(maxsize=256)
+def template_compile(source: str) -> Template | None:
+    """A channel's template compiled once per process, or None when it does not compile.
+    Keyed by the text itself, so an administrator's edit is a new entry, never a stale one."""
+    try:
+        return Template(source)
+    except TemplateSyntaxError:
+        return None
 
 
 def _body_html(text: str) -> str:

@@ -8,10 +8,14 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.template import Template, TemplateSyntaxError
 from django.utils import timezone
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
 from mailboxes import presets
 from mailboxes.models import Alias, Mailbox
-from mailboxes.services import ConnectionReport, mailbox_probe, status_fields
+from mailboxes.services import ConnectionReport, mailbox_probe, network_policy, status_fields
+from providers.errors import AddressBlocked, ProviderError
+from providers.webhook import webhook_url_check
 
 SECRET_FIELDS = (
     "password",
@@ -98,8 +102,10 @@ FIELD_GROUPS: dict[str, list[str]] = {
         "clear_webhook_secret",
     ],
     "Agents": ["agent_groups"],
+    "Round-trip probe": ["round_trip_enabled", "round_trip_interval", "round_trip_limit"],
     "Save": ["save_anyway_offline"],
 }
+ROUND_TRIP_TIMES = ("round_trip_interval", "round_trip_limit")
 FORM_ONLY_FIELDS = {"save_anyway_offline", *(f"clear_{name}" for name in SECRET_FIELDS)}
 INCOMING_REQUIRED = ("incoming_host", "incoming_port")
 SMTP_REQUIRED = ("smtp_host", "smtp_port")
@@ -114,6 +120,12 @@ def formfield(field, **kwargs):
 
 def flow_choices() -> list[tuple[str, str]]:
     return [(name, label) for name, (label, _desc, _path) in settings.POSTROOM_FLOWS.items()]
+
+
+def flow_help() -> str:
+    """Every registered flow with its description, under the flow choice."""
+    flows = ((label, desc) for label, desc, _path in settings.POSTROOM_FLOWS.values())
+    return format_html_join(mark_safe("<br>"), "<b>{}</b>: {}", flows)
 
 
 class SecretInput(forms.PasswordInput):
@@ -175,6 +187,9 @@ class MailboxForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.warnings: list[str] = []
         self.report: ConnectionReport | None = None
+        self.fields["flow"].help_text = flow_help()
+        for name in ROUND_TRIP_TIMES:
+            self.fields[name].required = False
         for name in SECRET_FIELDS:
             if name in self.fields:
                 self.fields[name].widget.is_set = bool(getattr(self.instance, name))
@@ -199,7 +214,19 @@ class MailboxForm(forms.ModelForm):
         return address
 
     def clean_case_response_template(self):
-        text = self.cleaned_data["case_response_template"]
+        return self._template_compiles("case_response_template")
+
+    def clean_auto_ack_template(self):
+        return self._template_compiles("auto_ack_template")
+
+    def clean_refusal_template(self):
+        return self._template_compiles("refusal_template")
+
+    def clean_size_notice_template(self):
+        return self._template_compiles("size_notice_template")
+
+    def _template_compiles(self, name: str) -> str:
+        text = self.cleaned_data[name]
         try:
             Template(text)
         except TemplateSyntaxError as exc:
@@ -228,7 +255,46 @@ class MailboxForm(forms.ModelForm):
         elif data.get("listen"):
             self._require(data, ["password"], "to sign in to the incoming server")
         self._warn_port_security(data)
+        self._clean_webhook(data)
+        self._clean_round_trip(data)
         return data
+
+    def _clean_round_trip(self, data) -> None:
+        for name in ROUND_TRIP_TIMES:  # left empty: keep what is set (or the default)
+            if data.get(name) is None and name not in self.errors:
+                data[name] = getattr(self.instance, name)
+        interval, limit = data.get("round_trip_interval"), data.get("round_trip_limit")
+        if interval and limit and limit >= interval:
+            self.add_error(
+                "round_trip_limit",
+                "A probe must be due back before the next one goes: make this shorter than "
+                "the interval between probes.",
+            )
+        if data.get("round_trip_enabled") and not data.get("listen"):
+            self.add_error(
+                "round_trip_enabled", "Round-trip probes need the channel to receive emails."
+            )
+
+    def _clean_webhook(self, data) -> None:
+        url = data.get("webhook_url")
+        if data.get("flow") == "webhook":
+            self._require(data, ["webhook_url"], "for the webhook flow")
+            if url and not data.get("webhook_secret"):
+                self.warnings.append(
+                    "No webhook secret: the POSTs go unsigned, so the receiver cannot tell "
+                    "them from forgeries."
+                )
+        if not url:
+            return
+        try:
+            webhook_url_check(url, network_policy())
+        except AddressBlocked as err:
+            self.add_error(
+                "webhook_url",
+                f"{err} Postroom does not post there: use the receiver's public address.",
+            )
+        except ProviderError as err:
+            self.warnings.append(f"Webhook URL: {err}")
 
     def _clean_after_import(self, data) -> None:
         action = data.get("after_import")

@@ -23,6 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from mailboxes import oauth_health
+from mailboxes.metrics import TOKEN_REFRESHES
 from mailboxes.models import Mailbox
 from mailboxes.outbox import outbox_resume
 from mailboxes.services import mailbox_token_credentials, network_policy
@@ -223,6 +224,7 @@ def mailbox_oauth_refresh(*, mailbox: Mailbox) -> bool:
     )
     if not taken:
         return False
+    outcome = "failed"  # unless the provider answered with tokens or a refusal
     try:
         # Only the OAuth fields: the instance may carry an administrator's unsaved edits.
         mailbox.refresh_from_db(fields=TOKEN_FIELDS)
@@ -236,11 +238,14 @@ def mailbox_oauth_refresh(*, mailbox: Mailbox) -> bool:
         # the refresh lease (no other worker can see the same change).
         before = oauth_health.credential_warnings(mailbox, mailbox.oauth_refreshed_at or now)
         mailbox_oauth_store(mailbox=mailbox, tokens=tokens, signed_in=False)
+        outcome = "rotated" if tokens.rotated else "refreshed"
         _mail_new_warnings(mailbox, before)
     except oauth.SignInRefused as err:
+        outcome = "refused"
         # Re-worded, so that the poll which records this error keeps "sign in again" up front.
         raise oauth.SignInRefused(mailbox_oauth_refused(mailbox=mailbox, error=err)) from err
     finally:
+        TOKEN_REFRESHES.labels(outcome=outcome).inc()
         Mailbox.objects.filter(pk=mailbox.pk).update(oauth_refresh_lease_until=None)
     return True
 

@@ -19,15 +19,23 @@ def enqueue_send(sender, *, mailbox_id: int, **kwargs) -> None:
     send_outbox.delay(mailbox_id)
 
 
+def enqueue_webhook(sender, *, delivery_id: int, **kwargs) -> None:
+    from pollers.tasks import deliver_webhook
+
+    deliver_webhook.delay(delivery_id)
+
+
 class PollersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "pollers"
     verbose_name = "Polling"
 
     def ready(self) -> None:
+        from cases.webhooks import webhook_requested
         from mailboxes.signals import import_requested, poll_requested, send_requested
         from pollers import checks  # noqa: F401 - registers the system checks
 
         poll_requested.connect(enqueue_poll, dispatch_uid="pollers.enqueue_poll")
         send_requested.connect(enqueue_send, dispatch_uid="pollers.enqueue_send")
         import_requested.connect(enqueue_import, dispatch_uid="pollers.enqueue_import")
+        webhook_requested.connect(enqueue_webhook, dispatch_uid="pollers.enqueue_webhook")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 
 from mailboxes.models import Mailbox
@@ -66,11 +67,17 @@ def idle_leases_claim(*, owner: str, mailbox_ids: list[int], now: datetime) -> s
     free = Q(idle_lease_owner="") | Q(idle_lease_expires_at__isnull=True)
     free |= Q(idle_lease_expires_at__lt=now) | Q(idle_lease_owner=owner)
     expires = now + lease_duration()
-    # Row by row in the database: another listener's UPDATE of the same rows waits for ours
-    # and then finds them taken, so the read-back below says exactly which ones we won.
-    Mailbox.objects.filter(free, pk__in=mailbox_ids).update(
-        idle_lease_owner=owner, idle_lease_expires_at=expires
-    )
+    with transaction.atomic():
+        # Lock the free rows in one order, passing over those another listener is taking: two
+        # listeners updating overlapping sets row by row in different orders deadlock on
+        # PostgreSQL. (SQLite takes the whole database for the transaction instead.)
+        taking = Mailbox.objects.select_for_update(skip_locked=True).filter(
+            free, pk__in=mailbox_ids
+        )
+        ids = list(taking.order_by("pk").values_list("pk", flat=True))
+        Mailbox.objects.filter(free, pk__in=ids).update(
+            idle_lease_owner=owner, idle_lease_expires_at=expires
+        )
     won = Mailbox.objects.filter(pk__in=mailbox_ids, idle_lease_owner=owner)
     return set(won.values_list("pk", flat=True))
 

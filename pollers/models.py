@@ -43,3 +43,17 @@ class IdleListener(models.Model):
 
     def __str__(self) -> str:
         return f"listener {self.host}:{self.pid}"
+
+
+class Heartbeat(models.Model):
+    """A process that runs on a schedule says it ran: /healthz reports how long ago.
+
+    "beat" is stamped by a task beat sends every 30 s, so its age covers beat, the broker
+    and the workers together.
+    """
+
+    name = models.CharField(max_length=50, unique=True)
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} seen at {self.seen_at:%Y-%m-%d %H:%M:%S}"

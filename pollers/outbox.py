@@ -24,6 +24,8 @@ from mailboxes.services import (
     mailbox_smtp_settings,
     network_policy,
 )
+from pollers.log_context import channel_logged
+from pollers.metrics import OUTBOX
 from pollers.models import SendSlot
 from providers.config import TokenCredentials
 from providers.errors import ProviderError
@@ -63,19 +65,24 @@ def outbox_send_due(*, mailbox_id: int) -> OutboxRun:
         run.busy = True
         return run
     try:
-        sender = _sender(mailbox, run)
-        may_retry = True
-        while sender is not None:
-            refused = _send_session(mailbox, sender, owner, run, may_retry=may_retry)
-            if not refused:
-                break
-            # The server refused an OAuth2 access token the provider had ended early (revoked
-            # session, changed password): once more with a refreshed one, then pause as usual.
-            may_retry = False
-            sender = _sender(mailbox, run, rejected_token=refused)
+        with channel_logged(mailbox):
+            _send_sessions(mailbox, owner, run)
     finally:
         SendSlot.objects.filter(mailbox=mailbox, owner=owner).update(owner="", expires_at=None)
     return run
+
+
+def _send_sessions(mailbox: Mailbox, owner: str, run: OutboxRun) -> None:
+    sender = _sender(mailbox, run)
+    may_retry = True
+    while sender is not None:
+        refused = _send_session(mailbox, sender, owner, run, may_retry=may_retry)
+        if not refused:
+            break
+        # The server refused an OAuth2 access token the provider had ended early (revoked
+        # session, changed password): once more with a refreshed one, then pause as usual.
+        may_retry = False
+        sender = _sender(mailbox, run, rejected_token=refused)
 
 
 def _send_session(mailbox: Mailbox, sender, owner: str, run: OutboxRun, *, may_retry: bool) -> str:
@@ -234,6 +241,7 @@ def _record(
             last_error="",
         )
         run.sent += 1
+        OUTBOX.labels(result="sent").inc()
         return
     error = result.error
     if error.kind == "auth":
@@ -248,6 +256,7 @@ def _record(
             last_error_at=now,
         )
         run.paused = True
+        OUTBOX.labels(result="deferred").inc()
     elif error.permanent or row.attempts >= row.max_attempts:
         reason = (
             str(error)
@@ -262,6 +271,7 @@ def _record(
             claim_expires_at=None,
         )
         run.failed += 1
+        OUTBOX.labels(result="failed").inc()
     else:
         delay = retry_delay(attempt=row.attempts, retry_after=getattr(result, "retry_after", None))
         mine.update(
@@ -273,6 +283,7 @@ def _record(
             claim_expires_at=None,
         )
         run.retrying += 1
+        OUTBOX.labels(result="retrying").inc()
 
 
 def retry_delay(*, attempt: int, retry_after: float | None = None) -> timedelta:

@@ -3,7 +3,9 @@
 pytest_plugins = [
     "tests.browser",
     "tests.launch",
+    "tests.logcheck",
     "tests.servers.dovecot",
+    "tests.servers.http_sink",
     "tests.servers.oauth",
     "tests.servers.proxy",
     "tests.servers.sendgrid",

@@ -16,6 +16,7 @@ from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
+from mailboxes.admin.counts import COUNT_FIELDS, MessageCountsMixin
 from mailboxes.admin.first_sync import FIRST_SYNC_FIELDS, FirstSyncAdminMixin
 from mailboxes.admin.oauth import OAUTH_FIELDS, OAuthAdminMixin, health_badge, sign_in_label
 from mailboxes.forms import FIELD_GROUPS, SECRET_FIELDS, AliasForm, MailboxForm, TestMailForm
@@ -57,6 +58,22 @@ STATUS_FIELDS = [
     "last_error",
     "last_error_at",
 ]
+# Shown read-only beside the probe's settings (the FIELD_GROUPS group of that name).
+ROUND_TRIP_FIELDS = [
+    "round_trip_badge",
+    "round_trip_detail",
+    "round_trip_last_ms",
+    "round_trip_last_ok_at",
+    "round_trip_failures",
+    "round_trip_sent_at",
+    "round_trip_next_at",
+]
+ROUND_TRIP_COLOURS = {
+    Mailbox.RoundTrip.NONE: STATUS_COLOURS[Mailbox.Status.UNCHECKED],
+    Mailbox.RoundTrip.OK: STATUS_COLOURS[Mailbox.Status.OK],
+    Mailbox.RoundTrip.LATE: STATUS_COLOURS[Mailbox.Status.WARNING],
+    Mailbox.RoundTrip.FAILING: STATUS_COLOURS[Mailbox.Status.ERROR],
+}
 sensitive = method_decorator(sensitive_post_parameters(*SECRET_FIELDS))
 
 
@@ -81,6 +98,12 @@ def receiving_text(mailbox: Mailbox, now: datetime) -> str:
     return f"{polling}: no IMAP IDLE listener holds the channel (is manage.py listen running?)."
 
 
+def _status_title(mailbox: Mailbox) -> str:
+    if mailbox.health != mailbox.status:  # the round-trip probe made it worse: say why
+        return f"{mailbox.status_message} Round trip: {mailbox.round_trip_detail}".strip()
+    return mailbox.status_message
+
+
 def _when(moment: datetime | None) -> str:
     return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S %Z") if moment else "-"
 
@@ -94,7 +117,7 @@ class AliasInline(admin.TabularInline):
 
 
 @admin.register(Mailbox)
-class MailboxAdmin(OAuthAdminMixin, FirstSyncAdminMixin, admin.ModelAdmin):
+class MailboxAdmin(MessageCountsMixin, OAuthAdminMixin, FirstSyncAdminMixin, admin.ModelAdmin):
     form = MailboxForm
     inlines = [AliasInline]
     list_display = [
@@ -105,15 +128,18 @@ class MailboxAdmin(OAuthAdminMixin, FirstSyncAdminMixin, admin.ModelAdmin):
         "status_badge",
         "enabled",
         "last_checked_at",
+        *COUNT_FIELDS,
     ]
     list_filter = ["status", "protocol", "enabled", "server_type", "auth_type"]
     search_fields = ["name", "email_address", "channel_id"]
     readonly_fields = [
         "channel_id",
         *STATUS_FIELDS,
+        *COUNT_FIELDS,
         *POLL_FIELDS,
         *FIRST_SYNC_FIELDS,
         *OAUTH_FIELDS,
+        *ROUND_TRIP_FIELDS,
     ]
     actions = ["take_online", "take_offline", "test_connection", "fetch_now", "resume_outbox"]
     save_on_top = True
@@ -121,12 +147,12 @@ class MailboxAdmin(OAuthAdminMixin, FirstSyncAdminMixin, admin.ModelAdmin):
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
         ("Channel", {"fields": ["channel_id", *FIELD_GROUPS["Channel"]]}),
-        ("Status", {"fields": STATUS_FIELDS}),
+        ("Status", {"fields": [*STATUS_FIELDS, *COUNT_FIELDS]}),
         ("OAuth2 sign-in", {"fields": OAUTH_FIELDS}),
         ("Polling", {"fields": POLL_FIELDS}),
         ("First sync", {"fields": FIRST_SYNC_FIELDS}),
         *(
-            (title, {"fields": names})
+            (title, {"fields": [*names, *(ROUND_TRIP_FIELDS if "Round-trip" in title else [])]})
             for title, names in FIELD_GROUPS.items()
             if title != "Channel"
         ),
@@ -144,10 +170,20 @@ class MailboxAdmin(OAuthAdminMixin, FirstSyncAdminMixin, admin.ModelAdmin):
     def status_badge(self, mailbox: Mailbox) -> str:
         return format_html(
             '<span class="postroom-status" style="color:{}" title="{}">&#9679; {}</span>{}',
-            STATUS_COLOURS[mailbox.status],
-            mailbox.status_message,
-            mailbox.get_status_display(),
+            STATUS_COLOURS[mailbox.health],  # a missing round-trip probe makes it worse
+            _status_title(mailbox),
+            Mailbox.Status(mailbox.health).label,
             health_badge(mailbox),  # OAuth2: token refreshed/rotated, amber warnings
+        )
+
+    @admin.display(description="round trip")
+    def round_trip_badge(self, mailbox: Mailbox) -> str:
+        if not mailbox.round_trip_enabled:
+            return "Off"
+        return format_html(
+            '<span class="postroom-status" style="color:{}">&#9679; {}</span>',
+            ROUND_TRIP_COLOURS[mailbox.round_trip_state],
+            mailbox.get_round_trip_state_display(),
         )
 
     # --- Secrets are never echoed: not in the POST a crash report shows, not in the page. -

@@ -21,6 +21,10 @@ DEFAULT_REFRESH_SECONDS = 60
 DEFAULT_MAX_MESSAGE_BYTES = 25 * 2**20
 DEFAULT_END_OF_MESSAGE_MARKER = "##- Please type your reply above this line -##"
 PORT_VALIDATORS = [MinValueValidator(1), MaxValueValidator(65535)]
+MIN_ROUND_TRIP_INTERVAL = 300
+DEFAULT_ROUND_TRIP_INTERVAL = 1800
+MIN_ROUND_TRIP_LIMIT = 60
+DEFAULT_ROUND_TRIP_LIMIT = 600
 
 
 def new_channel_id() -> str:
@@ -94,6 +98,14 @@ class Mailbox(models.Model):
         OK = "ok", "Working"
         WARNING = "warning", "Warning"
         ERROR = "error", "Error"
+
+    class RoundTrip(models.TextChoices):
+        """What the round-trip probe last found (issue 11)."""
+
+        NONE = "", "Not run yet"
+        OK = "ok", "Arriving"
+        LATE = "late", "Missed"  # amber
+        FAILING = "failing", "Failing"  # red: missed again and again
 
     # Identity
     name = models.CharField(max_length=100, unique=True)
@@ -424,6 +436,48 @@ class Mailbox(models.Model):
     outbox_paused = models.BooleanField(default=False)
     outbox_paused_reason = models.CharField(max_length=500, blank=True)
 
+    # Round-trip probe (issue 11): now and then the channel mails itself and waits for the
+    # mail to come back in; the in-flight probe is the one sent at `round_trip_sent_at`.
+    round_trip_enabled = models.BooleanField(
+        "send round-trip probes",
+        default=False,
+        help_text="Mail the channel's own address now and then and check that the mail comes "
+        "back in. The probe is removed from the server and never becomes a case.",
+    )
+    round_trip_interval = models.PositiveIntegerField(
+        "probe every (seconds)",
+        default=DEFAULT_ROUND_TRIP_INTERVAL,
+        validators=[MinValueValidator(MIN_ROUND_TRIP_INTERVAL)],
+    )
+    round_trip_limit = models.PositiveIntegerField(
+        "probe must arrive within (seconds)",
+        default=DEFAULT_ROUND_TRIP_LIMIT,
+        validators=[MinValueValidator(MIN_ROUND_TRIP_LIMIT)],
+        help_text="Include the refresh interval: a polled channel sees the probe at its next poll.",
+    )
+    round_trip_next_at = models.DateTimeField(null=True, blank=True, db_index=True, editable=False)
+    round_trip_state = models.CharField(
+        "round trip", max_length=8, choices=RoundTrip.choices, blank=True, editable=False
+    )
+    round_trip_last_ms = models.PositiveIntegerField(
+        "last round trip (ms)", null=True, blank=True, editable=False
+    )
+    round_trip_last_ok_at = models.DateTimeField(
+        "last probe arrived at", null=True, blank=True, editable=False
+    )
+    round_trip_failures = models.PositiveIntegerField(
+        "probes missed in a row", default=0, editable=False
+    )
+    round_trip_detail = models.CharField(
+        "round-trip detail", max_length=500, blank=True, editable=False
+    )
+    round_trip_sent_at = models.DateTimeField(
+        "probe in flight since", null=True, blank=True, editable=False
+    )
+    round_trip_deadline = models.DateTimeField(null=True, blank=True, db_index=True, editable=False)
+    # Administrators are mailed once when the probe turns red; cleared when it arrives again.
+    round_trip_alerted_at = models.DateTimeField(null=True, blank=True, editable=False)
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -453,6 +507,21 @@ class Mailbox(models.Model):
     @property
     def is_polled(self) -> bool:
         return self.enabled and self.listen
+
+    @property
+    def health(self) -> str:
+        probe = self.round_trip_state if self.round_trip_enabled else self.RoundTrip.NONE
+        return self.colour(self.status, probe)
+
+    @classmethod
+    def colour(cls, status: str, round_trip_state: str) -> str:
+        """The channel's colour: its status, made worse by a round-trip probe gone missing
+        (a poll that logs in fine says nothing about mail actually arriving)."""
+        if round_trip_state == cls.RoundTrip.FAILING:
+            return cls.Status.ERROR
+        if round_trip_state == cls.RoundTrip.LATE and status != cls.Status.ERROR:
+            return cls.Status.WARNING
+        return status
 
     def on_push(self, now: datetime) -> bool:
         """A listener has an IDLE running on it and still renews its hold."""

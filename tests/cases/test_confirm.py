@@ -18,10 +18,8 @@ pytestmark = pytest.mark.django_db
 Outcome = InboundMessage.Outcome
 
 
-@pytest.fixture
-def guarded(channel, smtp):
-    """A channel confirming unknown senders, sending through the SMTP fixture."""
-    mailbox = channel(confirm_unknown_senders=True)
+def sending_through(smtp, mailbox: Mailbox) -> Mailbox:
+    """Point a test channel's outgoing side at the SMTP fixture (STARTTLS, with a login)."""
     user = mailbox.mail_user
     smtp.add_user(user.address, user.password)
     Mailbox.objects.filter(pk=mailbox.pk).update(
@@ -31,6 +29,12 @@ def guarded(channel, smtp):
         smtp_username=user.address,
     )
     return mailbox
+
+
+@pytest.fixture
+def guarded(channel, smtp):
+    """A channel confirming unknown senders, sending through the SMTP fixture."""
+    return sending_through(smtp, channel(confirm_unknown_senders=True))
 
 
 def confirmation_link(smtp, address: str) -> str:
@@ -104,3 +108,38 @@ def test_unconfirmed_messages_expire_kept_and_visible_with_the_reason(guarded, r
     assert row.outcome_reason.startswith("Kept, no case: the sender did not confirm within 72")
     assert row.raw_bytes()
     assert not Case.objects.exists()
+
+
+def test_confirming_once_releases_every_message_the_sender_had_held(guarded, receive, smtp, client):
+    first = receive(guarded, mail(subject="Broken kettle"))
+    second = receive(guarded, mail(subject="Also the toaster"))
+    third = receive(
+        guarded, mail(subject="Kettle photo", headers={"In-Reply-To": first.message_id})
+    )
+    other = receive(guarded, mail(sender="dave@example.org", subject="Not Carol"))
+    outbox_send_due(mailbox_id=guarded.pk)
+    links = [
+        re.search(r"/confirm/\S+/", m.message.get_body(("plain",)).get_content()).group(0)
+        for m in smtp.messages
+        if "carol@example.org" in m.rcpt_tos
+    ]
+    assert len(links) == 3
+
+    client.post(links[1])  # the second mail's link: all three are released
+
+    for row in (first, second, third, other):
+        row.refresh_from_db()
+    assert [r.outcome for r in (first, second, third)] == [Outcome.PROCESSED] * 3
+    assert other.outcome == Outcome.HELD  # another sender's mail waits for their own click
+    kettle = Case.objects.get(pk=first.result["case"])
+    toaster = Case.objects.get(pk=second.result["case"])
+    assert first.outcome_reason.startswith(f"New case #{kettle.reference}, after the sender")
+    assert kettle.pk < toaster.pk  # opened in the order the mail arrived
+    assert third.result["case"] == kettle.pk  # it answered the first mail: same case
+    assert third.outcome_reason.endswith("released, after the sender confirmed")
+    assert [m.subject for m in kettle.messages.filter(direction="in")] == [
+        "Broken kettle",
+        "Kettle photo",
+    ]
+    assert b"Already confirmed" in client.post(links[2]).content
+    assert Case.objects.count() == 2

@@ -7,7 +7,7 @@ import email.policy
 
 import pytest
 
-from cases.models import Attachment, AutoReply, Case, CaseMessage, Contact
+from cases.models import Attachment, Case, CaseMessage, Contact
 from cases.services import inbound_replay
 from mailboxes.models import Alias, InboundMessage, OutboundMessage
 from tests.cases.conftest import MARKER, case_of, mail
@@ -165,24 +165,6 @@ def test_one_sender_gets_at_most_three_automatic_replies_an_hour(channel, receiv
     assert OutboundMessage.objects.filter(mailbox=support).count() == 3
     rows[-1].refresh_from_db()
     assert "3 automatic replies already went to this address" in rows[-1].outcome_reason
-
-
-def test_two_channels_acknowledging_each_other_stop_after_one_round(channel, receive):
-    first, second = channel(name="First"), channel(name="Second")
-
-    # A person writes to the first channel from the second channel's mailbox.
-    receive(first, mail(sender=second.email_address))
-    ack = OutboundMessage.objects.get(mailbox=first)
-    # The first channel's acknowledgement lands in the second channel's mailbox.
-    row = receive(second, bytes(ack.raw))
-
-    case = case_of(row)
-    assert "no acknowledgement: the message is automatic (Auto-Submitted: auto-replied)" in (
-        row.outcome_reason
-    )
-    assert case.address == first.email_address
-    assert not OutboundMessage.objects.filter(mailbox=second).exists()
-    assert AutoReply.objects.count() == 1
 
 
 def test_up_to_five_attachments_are_kept_and_the_rest_listed(channel, receive, settings):

@@ -18,13 +18,31 @@ from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection
 
 from mailboxes.models import InboundMessage, Mailbox
+from tests.backends import database_url
 from tests.launch import ROOT, wait_until
 
 # Quick enough for a test: follow the channel table twice a second, leases of 3 s.
 FAST = {"POSTROOM_IDLE_SYNC_SECONDS": "0.5", "POSTROOM_IDLE_LEASE_SECONDS": "3"}
+
+
+def child_environ(var_dir: Path, *, eager: bool = True, **environ: str) -> dict[str, str]:
+    """The environment of a process (listener, worker, beat) on the test database."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "channels_app.settings",
+        "DATABASE_URL": database_url(),
+        "POSTROOM_VAR_DIR": str(var_dir),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "POSTROOM_ENCRYPTION_KEYS": ",".join(settings.POSTROOM_ENCRYPTION_KEYS),
+        "POSTROOM_BLOCKED_NETWORKS": ",".join(settings.POSTROOM_BLOCKED_NETWORKS),
+        "POSTROOM_CONNECT_TIMEOUT": str(settings.POSTROOM_CONNECT_TIMEOUT),
+        "CELERY_TASK_ALWAYS_EAGER": "true" if eager else "false",
+        "CELERY_BROKER_URL": "filesystem://",
+        **FAST,
+        **environ,
+    }
 
 
 class Listen:
@@ -32,20 +50,7 @@ class Listen:
 
     def __init__(self, var_dir: Path, *, eager: bool = True, **environ: str) -> None:
         self.log = var_dir / f"listen-{time.monotonic_ns()}.log"
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "channels_app.settings",
-            "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
-            "POSTROOM_VAR_DIR": str(var_dir),
-            "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-            "POSTROOM_ENCRYPTION_KEYS": ",".join(settings.POSTROOM_ENCRYPTION_KEYS),
-            "POSTROOM_BLOCKED_NETWORKS": ",".join(settings.POSTROOM_BLOCKED_NETWORKS),
-            "POSTROOM_CONNECT_TIMEOUT": str(settings.POSTROOM_CONNECT_TIMEOUT),
-            "CELERY_TASK_ALWAYS_EAGER": "true" if eager else "false",
-            "CELERY_BROKER_URL": "filesystem://",
-            **FAST,
-            **environ,
-        }
+        env = child_environ(var_dir, eager=eager, **environ)
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "manage.py", "listen"],

@@ -170,6 +170,7 @@ def test_everything_runs_in_slices_with_progress_while_new_mail_keeps_arriving(
     assert rows.count() == 5001 and rows.filter(subject="Arrived meanwhile 99999").count() == 1
 
 
+@pytest.mark.backends
 @pytest.mark.django_db(transaction=True)
 def test_an_import_is_cancelled_from_another_process_and_keeps_what_it_stored(
     dovecot, mail_user, connected
@@ -207,6 +208,7 @@ def test_a_new_folder_offers_the_choice_again_and_stops_a_running_import(known_f
     assert "folder changed" in mailbox.import_message
 
 
+@pytest.mark.backends
 def test_a_lost_import_task_is_found_and_finished_by_beat(known_folder, connected, settings):
     mailbox = connected()
     first_sync_choose(mailbox=mailbox, choice=Mailbox.FirstSync.EVERYTHING)

@@ -12,7 +12,7 @@ import pytest
 from mailboxes.models import Mailbox
 from tests.launch import wait_until
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
 
 HOUR = 3600
 

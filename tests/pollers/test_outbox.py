@@ -28,7 +28,7 @@ from tests.pollers.conftest import MARKER, enqueue
 from tests.servers.net import free_port
 from tests.servers.sendgrid import GOOD_TOKEN
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.backends]
 State = OutboundMessage.State
 EVIL = "Hi\r\nBcc: victim@example.net\r\nX-Evil: 1"
 

@@ -187,3 +187,34 @@ def test_a_connected_channel_whose_password_changed_recovers_once_fixed(
         f"channel {mailbox.channel_id}: polling works again after 2 failure(s)"
     ]
     assert stored(mailbox)[0].subject == "Order 1"
+
+
+# --- a worker dies between storing a batch and processing it --------------------------------
+
+
+def test_mail_a_dead_worker_stored_but_never_processed_is_processed_by_the_next_poll(
+    dovecot, mail_user, connected, poll, monkeypatch
+):
+    mailbox = connected(protocol="imap")
+    dovecot.deliver(mail_user, message(1, subject="Lost in a crash"))
+
+    def killed(rows):
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr("pollers.services.rows_process", killed)
+    with pytest.raises(RuntimeError):
+        poll(mailbox)
+    monkeypatch.undo()
+    (row,) = stored(mailbox)
+    assert row.outcome == InboundMessage.Outcome.PENDING
+
+    poll(mailbox)  # too soon: an import slice could still be working on it
+    row.refresh_from_db()
+    assert row.outcome == InboundMessage.Outcome.PENDING
+
+    InboundMessage.objects.filter(pk=row.pk).update(stored_at=row.stored_at - timedelta(hours=1))
+    poll(mailbox)
+
+    row.refresh_from_db()
+    assert row.outcome == InboundMessage.Outcome.PROCESSED
+    assert row.case_message.case.subject == "Lost in a crash 1"

@@ -14,6 +14,8 @@ from pollers.leases import LeaseLost, lease_acquire, lease_release, lease_renew
 from pollers.schedule import backoff, polls_claim_due
 from tests.pollers.conftest import message
 
+pytestmark = pytest.mark.backends
+
 
 @pytest.mark.django_db
 def test_the_dispatcher_claims_due_listening_channels_once(make_channel, dovecot):

@@ -1,4 +1,4 @@
-"""The one page outside the admin: an unknown sender confirms they are a person.
+"""An unknown sender confirms they are a person: the one page for people outside Postroom.
 
 A GET only shows the button: mail scanners open every link in a message, and must not confirm.
 """

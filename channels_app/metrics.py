@@ -1,0 +1,71 @@
+"""/metrics for Prometheus: this process's counters (or, in multiprocess mode, every process's
+on this machine) and the per-channel gauges read from the database.
+
+Access: with POSTROOM_METRICS_TOKEN set, `Authorization: Bearer <token>` from anywhere;
+without one, direct requests from this machine only. A request that came through a proxy
+(X-Forwarded-For, Forwarded, X-Real-IP) is not "from this machine" even when the proxy is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from pollers.metrics import ChannelCollector
+
+PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
+
+
+@never_cache
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    refusal = _refusal(request)
+    if refusal is not None:
+        return refusal
+    channels = CollectorRegistry()
+    channels.register(ChannelCollector())
+    body = generate_latest(_process_registry()) + generate_latest(channels)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+
+
+def _process_registry() -> CollectorRegistry:
+    if not settings.PROMETHEUS_MULTIPROC_DIR:
+        return REGISTRY
+    # prometheus_client's multiprocess mode: the counters of every process that wrote there.
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=settings.PROMETHEUS_MULTIPROC_DIR)
+    return registry
+
+
+def _refusal(request: HttpRequest) -> HttpResponse | None:
+    token = settings.POSTROOM_METRICS_TOKEN
+    if token:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if given and secrets.compare_digest(given.encode(), token.encode()):
+            return None
+        response = HttpResponse("A bearer token is required.\n", status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    if _direct_from_loopback(request):
+        return None
+    return HttpResponse(
+        "Metrics are served to this machine only: set POSTROOM_METRICS_TOKEN to scrape "
+        "from elsewhere.\n",
+        status=403,
+    )
+
+
+def _direct_from_loopback(request: HttpRequest) -> bool:
+    if any(request.META.get(name) for name in PROXY_HEADERS):
+        return False
+    try:
+        return ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
+    except ValueError:
+        return False
