@@ -98,6 +98,7 @@ def _announce(login: str, password: str | None) -> None:
     from django.conf import settings
 
     print(f"\nPostroom is running at http://{_host()}:{_port()}/admin/", flush=True)
+    print(f"Agents work at http://{_host()}:{_port()}/cases/ (same login)", flush=True)
     if password:
         print(f"Admin login: {login} / {password}  (shown once; keep it)", flush=True)
     else:
