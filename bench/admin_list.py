@@ -14,7 +14,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from bench.ingest import _child, _django, _django_env
+from bench.pages import page_timings
 from bench.polling_scale import backends
 
 PATH = "/admin/mailboxes/mailbox/"
@@ -127,27 +127,7 @@ def _build(channels: int, messages: int) -> None:
 
 
 def _measure(admin, params: dict, rounds: int) -> dict:
-    from django.db import connection
-    from django.test import Client
-    from django.test.utils import CaptureQueriesContext
-
-    client = Client(SERVER_NAME="localhost")
-    client.force_login(admin)
-    client.get(PATH, params)  # warm the template cache
-    times, queries = [], set()
-    for _ in range(rounds):
-        with CaptureQueriesContext(connection) as captured:
-            started = time.perf_counter()
-            response = client.get(PATH, params)
-            times.append((time.perf_counter() - started) * 1000)
-        assert response.status_code == 200, response.status_code
-        queries.add(len(captured))
-    return {
-        "median_ms": statistics.median(times),
-        "p95_ms": statistics.quantiles(times, n=20)[-1],
-        "queries": "/".join(str(q) for q in sorted(queries)),
-        "listed": response.content.count(b'<tr><td class="action-checkbox">'),
-    }
+    return page_timings(admin, PATH, params, rounds, b'<tr><td class="action-checkbox">')
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.ingest import _child, _django, _django_env
+from bench.pages import page_timings
 from bench.polling_scale import backends
 
 VIEWS = {
@@ -143,27 +143,7 @@ def _analyze() -> None:
 
 
 def _measure(agent, params: dict, rounds: int) -> dict:
-    from django.db import connection
-    from django.test import Client
-    from django.test.utils import CaptureQueriesContext
-
-    client = Client(SERVER_NAME="localhost")
-    client.force_login(agent)
-    client.get("/cases/", params)  # warm the template cache
-    times, queries = [], set()
-    for _ in range(rounds):
-        with CaptureQueriesContext(connection) as captured:
-            started = time.perf_counter()
-            response = client.get("/cases/", params)
-            times.append((time.perf_counter() - started) * 1000)
-        assert response.status_code == 200, response.status_code
-        queries.add(len(captured))
-    return {
-        "median_ms": statistics.median(times),
-        "p95_ms": statistics.quantiles(times, n=20)[-1],
-        "queries": "/".join(str(q) for q in sorted(queries)),
-        "listed": response.content.count(b'class="case state-'),
-    }
+    return page_timings(agent, "/cases/", params, rounds, b'class="case state-')
 
 
 if __name__ == "__main__":

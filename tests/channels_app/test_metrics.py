@@ -13,12 +13,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from mailboxes import oauth as mailbox_oauth
 from mailboxes.models import InboundMessage, Mailbox, OutboundMessage
 from mailboxes.oauth import mailbox_access_token
 from providers.oauth import OAuthFailed, SignInRefused
 from tests.launch import ROOT
-from tests.mailboxes.test_oauth_sign_in import CHANNEL, approve, come_back, start
+from tests.mailboxes.test_oauth_sign_in import approve, come_back, oauth_channel, start
 from tests.pollers import conftest as pollers
 from tests.pollers.conftest import message
 from tests.pollers.listening import child_environ
@@ -216,18 +215,3 @@ def test_token_refreshes_are_counted_by_outcome(
     for outcome in ("rotated", "refreshed", "failed", "refused"):
         key = ("postroom_oauth_token_refreshes_total", ("outcome", outcome))
         assert after[key] - before.get(key, 0) == 1, outcome
-
-
-def oauth_channel(provider) -> Mailbox:
-    app = provider.add_client(mailbox_oauth.callback_url())
-    return Mailbox.objects.create(
-        name="Support",
-        email_address=CHANNEL,
-        auth_type=Mailbox.AuthType.OAUTH2,
-        oauth_provider=Mailbox.OAuthProvider.CUSTOM,
-        oauth_client_id=app.client_id,
-        oauth_client_secret=app.client_secret,
-        oauth_discovery_url=provider.discovery_url,
-        listen=False,
-        enabled=False,
-    )

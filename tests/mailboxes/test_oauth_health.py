@@ -15,11 +15,16 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from mailboxes import oauth as mailbox_oauth
 from mailboxes.models import Mailbox
 from mailboxes.oauth import mailbox_access_token
 from mailboxes.oauth_health import credential_warnings, when
-from tests.mailboxes.test_oauth_sign_in import CHANNEL, approve, change_url, come_back, start
+from tests.mailboxes.test_oauth_sign_in import (
+    approve,
+    change_url,
+    come_back,
+    oauth_channel,
+    start,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -29,18 +34,7 @@ STOPPED = "The provider stopped rotating the refresh token"
 
 @pytest.fixture
 def channel(oauth_provider):
-    app = oauth_provider.add_client(mailbox_oauth.callback_url())
-    return Mailbox.objects.create(
-        name="Support",
-        email_address=CHANNEL,
-        auth_type=Mailbox.AuthType.OAUTH2,
-        oauth_provider=Mailbox.OAuthProvider.CUSTOM,
-        oauth_client_id=app.client_id,
-        oauth_client_secret=app.client_secret,
-        oauth_discovery_url=oauth_provider.discovery_url,
-        listen=False,
-        enabled=False,
-    )
+    return oauth_channel(oauth_provider)
 
 
 @pytest.fixture

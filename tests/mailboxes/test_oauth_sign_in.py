@@ -27,14 +27,20 @@ def client_app(oauth_provider):
 
 @pytest.fixture
 def channel(oauth_provider, client_app):
+    return oauth_channel(oauth_provider, client_app)
+
+
+def oauth_channel(provider, app=None) -> Mailbox:
+    """An offline channel set up for the local provider, not signed in yet."""
+    app = app or provider.add_client(mailbox_oauth.callback_url())
     return Mailbox.objects.create(
         name="Support",
         email_address=CHANNEL,
         auth_type=Mailbox.AuthType.OAUTH2,
         oauth_provider=Mailbox.OAuthProvider.CUSTOM,
-        oauth_client_id=client_app.client_id,
-        oauth_client_secret=client_app.client_secret,
-        oauth_discovery_url=oauth_provider.discovery_url,
+        oauth_client_id=app.client_id,
+        oauth_client_secret=app.client_secret,
+        oauth_discovery_url=provider.discovery_url,
         listen=False,
         enabled=False,
     )
