@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from cases.flows import case_start, confirmation_token_hash
+from cases.flows import WEBHOOK_FLOW, case_start, confirmation_token_hash, webhook_post
 from cases.models import Confirmation
 from cases.parse import mail_parse
 from cases.services import Incoming, decision_record, message_decide, size_notice_apply
@@ -69,6 +69,8 @@ def _release(inbound_id: int, *, first: bool) -> None:
     incoming = Incoming(message, message.mailbox, parsed)
     if first:
         decision = size_notice_apply(incoming, case_start(incoming, after=AFTER))
+        if message.mailbox.flow == WEBHOOK_FLOW:
+            decision = webhook_post(incoming, decision)
     else:
         # The sender now has a case here, so the flow no longer holds their mail.
         decision = message_decide(incoming)

@@ -43,13 +43,22 @@ def create_case(incoming: Incoming) -> Decision:
     return _new_case(incoming, threading_note=threading_note)
 
 
+WEBHOOK_FLOW = "webhook"  # its name in settings.POSTROOM_FLOWS
+
+
 def webhook(incoming: Incoming) -> Decision:
     """Seed 002 "webhook": what "create case" does, then a signed POST of the email to the
     channel's URL (sent after commit, retried). Mail held for a sender's confirmation is not
-    posted: it may be spam, and the confirmation opens its case directly."""
+    posted (it may be spam) until the sender confirms."""
     decision = create_case(incoming)
     if decision.outcome == Outcome.HELD:
         return decision
+    return webhook_post(incoming, decision)
+
+
+def webhook_post(incoming: Incoming, decision: Decision) -> Decision:
+    """Queue the channel's POST of the email beside what was decided for it (a case opened
+    by the flow, or by the sender's confirmation)."""
     case_id = decision.result.get("case")
     case = Case.objects.get(pk=case_id) if case_id else None
     delivery = webhook_enqueue(incoming=incoming, case=case)

@@ -19,9 +19,11 @@ from cases.models import Case, WebhookDelivery
 from cases.services import inbound_replay
 from channels_app.celery import app as celery_app
 from mailboxes.models import InboundMessage
+from pollers.outbox import outbox_send_due
 from pollers.tasks import sweep_webhooks
 from pollers.webhooks import webhook_deliver
 from tests.cases.conftest import case_of, mail
+from tests.cases.test_confirm import confirmation_link, sending_through
 
 pytestmark = pytest.mark.django_db
 State = WebhookDelivery.State
@@ -275,3 +277,24 @@ def test_the_admin_lists_deliveries_and_retries_a_failed_one_now(
 def test_beat_runs_the_sweeper_every_minute():
     task = PeriodicTask.objects.get(task="pollers.sweep_webhooks")
     assert task.enabled and task.interval.every == 60 and task.interval.period == "seconds"
+
+
+def test_mail_held_for_confirmation_is_posted_once_the_sender_confirms(
+    hooked, receive, smtp, client, http_sink, eager_tasks, django_capture_on_commit_callbacks
+):
+    support = sending_through(smtp, hooked(confirm_unknown_senders=True))
+    with django_capture_on_commit_callbacks(execute=True):
+        row = receive(support, mail(subject="Is my kettle safe?"))
+    outbox_send_due(mailbox_id=support.pk)
+    assert http_sink.requests == []  # held: maybe spam, not posted
+
+    path = confirmation_link(smtp, "carol@example.org").split("://", 1)[1].split("/", 1)[1]
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(f"/{path}")
+
+    row.refresh_from_db()
+    (request,) = http_sink.requests
+    payload = json.loads(request.body)
+    assert payload["message"]["subject"] == "Is my kettle safe?"
+    assert payload["case"]["reference"] == case_of(row).reference
+    assert delivery_of(row).state == State.DELIVERED
