@@ -16,15 +16,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpcore
 import httpx
 from authlib.common.security import generate_token
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
 
-from providers import netguard, tls
-from providers.config import NetworkPolicy, ServerAddress
+from providers.config import NetworkPolicy
 from providers.errors import AuthenticationFailed, ProviderError, server_said
+from providers.guarded_http import GuardedTransport
 
 GOOGLE = "google"
 MICROSOFT = "microsoft"
@@ -210,37 +209,6 @@ def describe_error(app: OAuthApp, error: str, description: str = "") -> str:
 # --- Plumbing -------------------------------------------------------------------------------
 
 
-class _GuardedBackend(httpcore.SyncBackend):
-    """Connects only to addresses netguard allows, and to the very address it checked.
-
-    TLS still verifies the host name: httpcore takes SNI from the URL, not from here.
-    """
-
-    def __init__(self, policy: NetworkPolicy) -> None:
-        self._policy = policy
-
-    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        error: Exception | None = None
-        for _family, sockaddr in netguard.resolve_allowed(host, port, self._policy):
-            try:
-                return super().connect_tcp(
-                    sockaddr[0], port, timeout, local_address, socket_options
-                )
-            except httpcore.ConnectError as exc:
-                error = exc
-        assert error is not None  # resolve_allowed never returns an empty list
-        raise error
-
-
-class _GuardedTransport(httpx.HTTPTransport):
-    def __init__(self, policy: NetworkPolicy) -> None:
-        super().__init__()
-        context = tls.client_context(ServerAddress("oauth", 443, "ssl"))
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=context, network_backend=_GuardedBackend(policy)
-        )
-
-
 def _client(app: OAuthApp, endpoints: Endpoints, policy: NetworkPolicy) -> OAuth2Client:
     return OAuth2Client(
         client_id=app.client_id,
@@ -248,7 +216,7 @@ def _client(app: OAuthApp, endpoints: Endpoints, policy: NetworkPolicy) -> OAuth
         scope=endpoints.scope,
         redirect_uri=app.redirect_uri,
         code_challenge_method="S256",
-        transport=_GuardedTransport(policy),
+        transport=GuardedTransport(policy),
         timeout=app.timeout,
         follow_redirects=False,  # a redirect would carry the client secret elsewhere
         trust_env=False,  # an environment proxy would bypass netguard
@@ -280,7 +248,7 @@ def _get_json(
         headers["Authorization"] = f"Bearer {token}"
     try:
         with httpx.Client(
-            transport=_GuardedTransport(policy),
+            transport=GuardedTransport(policy),
             timeout=app.timeout,
             follow_redirects=False,
             trust_env=False,

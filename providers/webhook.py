@@ -29,7 +29,7 @@ from providers.errors import (
 )
 
 # Reused, not copied: the transport that connects only to the address netguard allowed.
-from providers.oauth import _GuardedTransport
+from providers.guarded_http import GuardedTransport
 
 SIGNATURE_HEADER = "X-Postroom-Signature"
 TIMESTAMP_HEADER = "X-Postroom-Timestamp"
@@ -98,7 +98,7 @@ def webhook_post(request: WebhookRequest, policy: NetworkPolicy, *, now=time.tim
         headers[SIGNATURE_HEADER] = webhook_signature(request.secret, timestamp, request.body)
     try:
         with httpx.Client(
-            transport=_GuardedTransport(policy),
+            transport=GuardedTransport(policy),
             timeout=request.timeout,
             follow_redirects=False,  # a redirect could lead anywhere netguard did not see
             trust_env=False,  # an environment proxy would bypass netguard
