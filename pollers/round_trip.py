@@ -91,7 +91,9 @@ def token_read(token: str) -> tuple[str, datetime] | None:
 
 def token_of(raw: bytes) -> str:
     """The probe header's value, read from the header block only; "" if there is none."""
-    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    # Sliced, not split: split would copy the whole body of every message a poll stores.
+    ends = [at for at in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if at != -1]
+    head = raw[: min(ends)] if ends else raw
     if _HEADER_BYTES not in head.lower():
         return ""  # the cheap test that every ordinary message fails
     headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
