@@ -18,6 +18,8 @@ from cases.retention import contact_erase
 from cases.services import inbound_replay
 from cases.webhooks import webhook_retry_now
 from mailboxes.models import InboundMessage
+from mailboxes.services import mailbox_fetch_now
+from mailboxes.unreadable import refetch_request
 
 OUTCOME_COLOURS = {
     InboundMessage.Outcome.PENDING: "#8a8a8a",
@@ -123,6 +125,11 @@ class InboundMessageAdmin(admin.ModelAdmin):
         message = get_object_or_404(InboundMessage, pk=pk)
         if not self.has_change_permission(request, message):
             raise PermissionDenied
+        if refetch_request(message_id=message.pk):
+            # Never read: there is nothing to process yet; the server is asked again.
+            mailbox_fetch_now(mailbox=message.mailbox)
+            messages.success(request, f"{message}: the server is asked for it again now.")
+            return self._back(request)
         outcome = inbound_replay(message_id=message.pk)
         message.refresh_from_db()
         level = messages.ERROR if outcome == InboundMessage.Outcome.FAILED else messages.SUCCESS
@@ -130,6 +137,9 @@ class InboundMessageAdmin(admin.ModelAdmin):
         messages.add_message(
             request, level, f"“{message}”: {label}. {message.outcome_reason}".strip()
         )
+        return self._back(request)
+
+    def _back(self, request) -> HttpResponseRedirect:
         back = request.META.get("HTTP_REFERER", "")
         if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
             back = reverse("admin:mailboxes_inboundmessage_changelist")

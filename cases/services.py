@@ -78,8 +78,8 @@ def inbound_process(
 ) -> str:
     """`channels`: the batch's channels by id, filled as they are read (inbound_process_many)."""
     message = _ledger_row(message_id, channels)
-    if message.outcome in FINAL and not replay:
-        return message.outcome
+    if (message.outcome in FINAL and not replay) or message.fetch_error:
+        return message.outcome  # never read (mailboxes.unreadable): nothing to process yet
     if ProcessingStep.objects.filter(message=message, step=STEP).exists():
         # Done once: a replay is counted, and changes nothing else.
         InboundMessage.objects.filter(pk=message.pk).update(attempts=F("attempts") + 1)

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from mailboxes.models import ErasedMessage, InboundMessage, KnownUidl, Mailbox
+from mailboxes.unreadable import unreadable_mark
 
 # INTERNALDATE is the server's clock, in whole seconds: only mail a day older than the cursor
 # counts as history during a rescan. Erring towards import is safe (stored mail is recognised).
@@ -35,6 +36,8 @@ class Fetched:
     uidl: str = ""
     server_date: datetime | None = None
     truncated: bool = False
+    # Set (to the server's reason) when the server would not hand it over: raw is empty.
+    unreadable: str = ""
 
     @property
     def sha256(self) -> str:
@@ -110,20 +113,65 @@ def _prepare(
         server_date=item.server_date,
         server_action_done=leave_on_server or mailbox.after_import == Mailbox.AfterImport.LEAVE,
     )
-    if item.truncated:
+    if item.unreadable:
+        unreadable_mark(row, item.unreadable)
+    elif item.truncated:
         row.outcome_reason = TRUNCATED_NOTE.format(size=item.size, cap=mailbox.max_message_size)
-    if len(item.raw) > settings.POSTROOM_RAW_INLINE_MAX:
+    raw_attach(row, item.raw)
+    return row
+
+
+def raw_attach(row: InboundMessage, raw: bytes) -> None:
+    """Put the bytes on the (unsaved or refetched) row: inline, or in file storage when large."""
+    if len(raw) > settings.POSTROOM_RAW_INLINE_MAX:
         # Large messages live in file storage (a volume or S3), not in a database row. The file
         # is written before the row: a crash leaves at worst an unreferenced file, never a row
         # without its bytes.
-        name = f"raw/{mailbox.channel_id}/{timezone.now():%Y/%m}/{row.sha256}.eml"
+        name = f"raw/{row.mailbox.channel_id}/{timezone.now():%Y/%m}/{row.sha256}.eml"
         row.raw_file.name = (
-            name
-            if default_storage.exists(name)
-            else default_storage.save(name, ContentFile(item.raw))
+            name if default_storage.exists(name) else default_storage.save(name, ContentFile(raw))
         )
+        row.raw = None
     else:
-        row.raw = item.raw
+        row.raw = raw
+
+
+def message_unreadable_store(
+    *,
+    mailbox: Mailbox,
+    reason: str,
+    uid: int | None = None,
+    uidl: str = "",
+    checkpoint_uid: int | None = None,
+    leave_on_server: bool = False,
+) -> None:
+    """Record a message the server would not hand over, in its place (mailboxes.unreadable)."""
+    messages_store(
+        mailbox=mailbox,
+        uidvalidity=mailbox.uidvalidity if uid is not None else None,
+        fetched=[Fetched(raw=b"", size=0, uid=uid, uidl=uidl, unreadable=reason)],
+        checkpoint_uid=checkpoint_uid,
+        leave_on_server=leave_on_server,
+    )
+
+
+def message_refetched(*, row: InboundMessage, fetched: Fetched) -> InboundMessage:
+    """The server handed over a message it had refused before: the row gets its bytes and
+    waits for processing, and its after-import action is due."""
+    mailbox = row.mailbox
+    row.sha256, row.message_id = fetched.sha256, message_id_of(fetched.raw)
+    row.size, row.truncated = fetched.size, fetched.truncated
+    row.server_date = fetched.server_date or row.server_date
+    row.fetch_error, row.fetch_retry_at = "", None
+    row.outcome = InboundMessage.Outcome.PENDING
+    row.outcome_reason = (
+        TRUNCATED_NOTE.format(size=fetched.size, cap=mailbox.max_message_size)
+        if fetched.truncated
+        else ""
+    )
+    row.server_action_done = mailbox.after_import == Mailbox.AfterImport.LEAVE
+    raw_attach(row, fetched.raw)
+    row.save()
     return row
 
 

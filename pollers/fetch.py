@@ -17,13 +17,16 @@ from mailboxes.storage import (
     Fetched,
     cursor_start,
     known_uidls_replace,
+    message_refetched,
+    message_unreadable_store,
     messages_store,
     pending_server_actions,
     pop3_seen_uidls,
     server_actions_done,
 )
+from mailboxes.unreadable import refetch_due, refetch_failed
 from providers.config import IncomingSettings
-from providers.errors import MessageUnreadable, ProviderError
+from providers.errors import FetchRefused, MessageUnreadable, ProviderError
 from providers.imap import imap_connect
 from providers.imap_folder import ImapFolder
 from providers.pop3 import pop3_connect
@@ -32,6 +35,10 @@ from providers.pop3_maildrop import Pop3Maildrop, Pop3Message
 logger = logging.getLogger(__name__)
 POP3_BATCH_BYTES = 4 * 2**20
 POP3_BATCH_COUNT = 200
+# Messages a server refuses that one poll records before it gives up and reports the error.
+MAX_REFUSED_PER_POLL = 10
+# After a refused batch, how many messages are asked for one at a time (the rest next poll).
+ONE_BY_ONE_MAX = 50
 
 
 @dataclass
@@ -65,6 +72,28 @@ def mailbox_fetch(ctx: PollContext) -> PollOutcome:
 
 
 def _imap_fetch(ctx: PollContext, settings: IncomingSettings) -> PollOutcome:
+    """A session; if the server refuses a message, the ones around it are still imported.
+
+    A refused batch is fetched again one message at a time, in a new session if the server
+    hung up; the message it refuses is recorded (mailboxes.unreadable) and the cursor passes
+    it. At most MAX_REFUSED_PER_POLL of those a poll, so a server refusing everything does not
+    hold a worker: the error is then reported and the next poll goes on.
+    """
+    one_by_one = False
+    for _ in range(MAX_REFUSED_PER_POLL):
+        try:
+            return _imap_session(ctx, settings, one_by_one=one_by_one)
+        except FetchRefused as err:
+            if len(err.uids) > 1 and not one_by_one:
+                one_by_one = True
+            elif len(err.uids) == 1:
+                _imap_refused(ctx.mailbox, err)
+            else:
+                raise
+    return _imap_session(ctx, settings, one_by_one=one_by_one)
+
+
+def _imap_session(ctx: PollContext, settings: IncomingSettings, *, one_by_one: bool):
     mailbox, outcome = ctx.mailbox, ctx.outcome
     readonly = mailbox.after_import == Mailbox.AfterImport.LEAVE
     with imap_connect(settings, network_policy()) as client:
@@ -76,15 +105,59 @@ def _imap_fetch(ctx: PollContext, settings: IncomingSettings) -> PollOutcome:
         if state.uidvalidity != mailbox.uidvalidity:
             _imap_uidvalidity_changed(mailbox, folder)
         outcome.action_error = _imap_finish_actions(mailbox, folder)
+        _imap_deliver(ctx, folder, _imap_refetch(mailbox, folder))
         uids = folder.uids_after(mailbox.last_uid or 0)
-        sizes = folder.sizes(uids)
-        for batch in folder.batches(uids, sizes):
-            rows = _imap_store_batch(mailbox, folder, batch)
-            ctx.renew()
-            outcome.action_error = _imap_act(mailbox, folder, rows) or outcome.action_error
-            outcome.stored += [row.pk for row in rows]
-            ctx.process(rows)
+        if one_by_one:
+            # Sizes are not asked for all at once either: that may be what the server refuses.
+            batches = [[uid] for uid in uids[:ONE_BY_ONE_MAX]]
+        else:
+            batches = folder.batches(uids, folder.sizes(uids))
+        for batch in batches:
+            _imap_deliver(ctx, folder, _imap_store_batch(mailbox, folder, batch))
     return outcome
+
+
+def _imap_deliver(ctx: PollContext, folder: ImapFolder, rows: list[InboundMessage]) -> None:
+    """Committed rows: renew the lease, act on the server, process."""
+    if not rows:
+        return
+    ctx.renew()
+    outcome = ctx.outcome
+    outcome.action_error = _imap_act(ctx.mailbox, folder, rows) or outcome.action_error
+    outcome.stored += [row.pk for row in rows]
+    ctx.process(rows)
+
+
+def _imap_refused(mailbox: Mailbox, err: FetchRefused) -> None:
+    """Record the one message the server refused: a new row past the cursor, or another
+    refusal of one asked for again."""
+    (uid,) = err.uids
+    logger.warning("channel %s: %s", mailbox.channel_id, err)
+    row = InboundMessage.objects.filter(
+        mailbox=mailbox, uidvalidity=mailbox.uidvalidity, uid=uid
+    ).first()
+    if row is not None:
+        refetch_failed(row=row, reason=err.reason)
+        return
+    message_unreadable_store(
+        mailbox=mailbox, uid=uid, reason=err.reason, checkpoint_uid=max(uid, mailbox.last_uid or 0)
+    )
+
+
+def _imap_refetch(mailbox: Mailbox, folder: ImapFolder) -> list[InboundMessage]:
+    """Messages refused before, asked for again when due; refused again raises FetchRefused."""
+    rows = []
+    for row in refetch_due(mailbox=mailbox):
+        got = folder.fetch([row.uid], max_size=mailbox.max_message_size)
+        if not got:
+            refetch_failed(row=row, reason=row.fetch_error, gone=True)
+            continue
+        (m,) = got
+        fetched = Fetched(
+            raw=m.raw, size=m.size, uid=m.uid, server_date=m.internaldate, truncated=m.truncated
+        )
+        rows.append(message_refetched(row=row, fetched=fetched))
+    return rows
 
 
 def _imap_start_cursor(mailbox: Mailbox, folder: ImapFolder) -> None:
@@ -180,6 +253,10 @@ def _pop3_fetch(ctx: PollContext, settings: IncomingSettings) -> PollOutcome:
                 "server were left as they are",
             )
             return outcome
+        if rows := _pop3_refetch(mailbox, maildrop, listing):
+            ctx.renew()
+            outcome.stored += [row.pk for row in rows]
+            ctx.process(rows)
         seen = pop3_seen_uidls(mailbox=mailbox)
         for batch in _pop3_batches([m for m in listing if m.uidl not in seen]):
             rows = _pop3_store_batch(mailbox, maildrop, batch)
@@ -203,30 +280,38 @@ def _pop3_batches(messages: list[Pop3Message]):
 
 
 def _pop3_store_batch(mailbox: Mailbox, maildrop: Pop3Maildrop, batch: list[Pop3Message]):
-    fetched, unreadable = [], {}
+    fetched = []
     for message in batch:
         try:
             got = maildrop.retrieve(message, max_size=mailbox.max_message_size)
         except MessageUnreadable as err:
-            # Recorded as failed by its UIDL and skipped; it never blocks the ones behind it.
-            unreadable[message.uidl] = str(err)
-            fetched.append(Fetched(raw=b"", size=message.size, uidl=message.uidl))
+            # Recorded in its place and asked for again later; it never blocks the ones behind.
+            fetched.append(
+                Fetched(raw=b"", size=message.size, uidl=message.uidl, unreadable=err.reason)
+            )
             continue
         fetched.append(Fetched(raw=got.raw, size=got.size, uidl=got.uidl, truncated=got.truncated))
     rows = messages_store(mailbox=mailbox, uidvalidity=None, fetched=fetched)
-    for row in rows:
-        if row.uidl in unreadable:
-            _mark_unreadable(row, unreadable[row.uidl])
-    return [row for row in rows if row.uidl not in unreadable]
+    return [row for row in rows if not row.fetch_error]
 
 
-def _mark_unreadable(row: InboundMessage, reason: str) -> None:
-    # Never delete from the server what could not be read: the action counts as done.
-    InboundMessage.objects.filter(pk=row.pk).update(
-        outcome=InboundMessage.Outcome.FAILED,
-        server_action_done=True,
-        outcome_reason=f"The server could not hand this message over: {reason}",
-    )
+def _pop3_refetch(mailbox: Mailbox, maildrop: Pop3Maildrop, listing) -> list[InboundMessage]:
+    """Messages refused before, asked for again when due, by their UIDL."""
+    by_uidl = {m.uidl: m for m in listing}
+    rows = []
+    for row in refetch_due(mailbox=mailbox):
+        message = by_uidl.get(row.uidl)
+        if message is None:
+            refetch_failed(row=row, reason=row.fetch_error, gone=True)
+            continue
+        try:
+            got = maildrop.retrieve(message, max_size=mailbox.max_message_size)
+        except MessageUnreadable as err:
+            refetch_failed(row=row, reason=err.reason)
+            continue
+        fetched = Fetched(raw=got.raw, size=got.size, uidl=got.uidl, truncated=got.truncated)
+        rows.append(message_refetched(row=row, fetched=fetched))
+    return rows
 
 
 def _pop3_act(mailbox: Mailbox, maildrop: Pop3Maildrop, listing) -> ProviderError | None:

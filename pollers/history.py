@@ -21,9 +21,9 @@ from mailboxes.models import KnownUidl, Mailbox
 from mailboxes.preview import header_date
 from mailboxes.preview import parser as preview_parser
 from mailboxes.services import mailbox_incoming_settings, network_policy
-from mailboxes.storage import Fetched, messages_store
+from mailboxes.storage import Fetched, message_unreadable_store, messages_store
 from pollers.services import rows_process
-from providers.errors import MessageUnreadable, ProviderError
+from providers.errors import FetchRefused, MessageUnreadable, ProviderError
 from providers.imap import imap_connect
 from providers.imap_folder import ImapFolder
 from providers.pop3 import pop3_connect
@@ -34,6 +34,7 @@ ImportState = Mailbox.ImportState
 SLICE_SECONDS = 30
 LEASE_SECONDS = 300
 SIZES_CHUNK = 1000
+ONE_BY_ONE_MAX = 50  # after a refusal, messages asked for one at a time in a slice
 RESUME_GRACE_SECONDS = 120  # a queued slice that has not started by then was lost
 
 
@@ -99,13 +100,20 @@ def _imap_slice(mailbox: Mailbox, *, deadline: float) -> bool:
         # Sizes a chunk at a time: a slice that stops early has not asked for them all.
         for start in range(0, len(pending), SIZES_CHUNK):
             chunk = pending[start : start + SIZES_CHUNK]
-            for batch in folder.batches(chunk, folder.sizes(chunk)):
-                _imap_import_batch(mailbox, folder, batch)
-                # At least one batch per slice, so every slice makes progress.
-                if batch[-1] != pending[-1] and (
-                    time.monotonic() > deadline or not _still_running(mailbox)
-                ):
-                    return True
+            try:
+                for batch in folder.batches(chunk, folder.sizes(chunk)):
+                    _imap_import_batch(mailbox, folder, batch)
+                    # At least one batch per slice, so every slice makes progress.
+                    if batch[-1] != pending[-1] and (
+                        time.monotonic() > deadline or not _still_running(mailbox)
+                    ):
+                        return True
+            except FetchRefused:
+                # The server refuses one of them (perhaps hanging up): the next ones one at a
+                # time, in sessions of their own, then a new slice.
+                left = [uid for uid in chunk if uid > mailbox.import_last_uid]
+                _imap_import_one_by_one(mailbox, left[:ONE_BY_ONE_MAX])
+                return True
     return False
 
 
@@ -121,6 +129,27 @@ def _imap_import_batch(mailbox: Mailbox, folder: ImapFolder, batch: list[int]) -
     )
     _advance(mailbox, done=len(batch), last_uid=max(batch))
     rows_process(rows)
+
+
+def _imap_import_one_by_one(mailbox: Mailbox, batch: list[int]) -> None:
+    """Each message on its own: the one the server refuses is recorded (and asked for again
+    by later polls, mailboxes.unreadable), the others are imported."""
+    left = list(batch)
+    while left:
+        with imap_connect(mailbox_incoming_settings(mailbox=mailbox), network_policy()) as client:
+            folder = ImapFolder(client, mailbox.folder, readonly=True)
+            while left:
+                uid = left.pop(0)
+                try:
+                    _imap_import_batch(mailbox, folder, [uid])
+                except FetchRefused as err:
+                    logger.warning("channel %s: %s", mailbox.channel_id, err)
+                    message_unreadable_store(
+                        mailbox=mailbox, uid=uid, reason=err.reason, leave_on_server=True
+                    )
+                    _advance(mailbox, done=1, last_uid=uid)
+                    if err.connection_lost:
+                        break
 
 
 def _imap_wanted(mailbox: Mailbox, folder: ImapFolder) -> list[int]:

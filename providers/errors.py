@@ -77,6 +77,35 @@ class ProtocolError(ProviderError):
     kind = "protocol"
 
 
+class FetchRefused(ProviderError):
+    """The server answered a FETCH of `uids` with NO, or hung up with BYE over it: it cannot
+    hand over one of them at least. Asked for one at a time, the one it refuses is found; the
+    others are fine. `connection_lost`: the session is gone (BYE), a new one is needed."""
+
+    kind = "fetch_refused"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        uids: tuple[int, ...] = (),
+        reason: str = "",
+        connection_lost: bool = False,
+        permanent: bool | None = None,
+    ) -> None:
+        super().__init__(message, permanent=permanent)
+        self.uids, self.reason, self.connection_lost = tuple(uids), reason, connection_lost
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = {
+            "permanent": self.permanent,
+            "uids": self.uids,
+            "reason": self.reason,
+            "connection_lost": self.connection_lost,
+        }
+        return (type(self), (self.message,), state)
+
+
 class MessageUnreadable(ProviderError):
     """One message the server would not hand over; the channel and the messages behind it are
     fine, so the caller records this one as failed (by `uidl`) and reads on."""

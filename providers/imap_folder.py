@@ -20,7 +20,7 @@ from typing import Any
 from imapclient import DELETED, SEEN, IMAPClient
 
 from providers.config import Credentials, ServerAddress
-from providers.errors import FolderMissing, ProtocolError, server_said
+from providers.errors import FetchRefused, FolderMissing, ProtocolError, server_said
 from providers.imap import mapped_errors, select_folder
 
 # UIDs per command for the cheap items (sizes, flags, header fields): ~6 kB of UIDs keeps
@@ -215,19 +215,39 @@ class ImapFolder:
         """UID FETCH; a NO because some UIDs were expunged meanwhile is retried without them.
 
         RFC 2180 §4.1 lets a server refuse a FETCH that names an expunged message; which ones
-        still exist takes one UID SEARCH to learn.
+        still exist takes one UID SEARCH to learn. A NO for messages that all exist, or a BYE
+        (Dovecot hangs up on a message it cannot read), is FetchRefused: the caller asks for
+        them one at a time to find the one the server cannot hand over.
         """
         if not uids:
             return {}
         try:
             return self.client.fetch(uids, items)
-        except imaplib.IMAP4.abort:
-            raise
-        except imaplib.IMAP4.error:
+        except imaplib.IMAP4.abort as exc:
+            bye = self._bye()
+            if bye is None:
+                raise  # the connection broke: not the messages' fault
+            raise self._refused(uids, bye, connection_lost=True) from exc
+        except imaplib.IMAP4.error as exc:
             alive = sorted(set(self.client.search(["UID", _uid_set(uids)])))
             if len(alive) == len(set(uids)):
-                raise
-            return self.client.fetch(alive, items) if alive else {}
+                raise self._refused(uids, str(exc).split(" failed: ", 1)[-1]) from exc
+            return self._fetch_items(alive, items)
+
+    def _bye(self) -> str | None:
+        """The server's BYE text, when it hung up on purpose (imaplib keeps it)."""
+        said = self.client._imap.untagged_responses.get("BYE")
+        return said[-1].decode("utf-8", "replace") if said else None
+
+    def _refused(self, uids: list[int], said: str, *, connection_lost: bool = False):
+        reason = f"server said: {server_said(said).rstrip('.')}"
+        which = f"message UID {uids[0]}" if len(uids) == 1 else f"{len(uids)} messages"
+        return FetchRefused(
+            f"{self._server.host} would not hand over {which} in '{self.folder}' ({reason}).",
+            uids=tuple(uids),
+            reason=reason,
+            connection_lost=connection_lost,
+        )
 
     def _into(
         self, folder: str, command: Callable[[list[int], str], object], uids: list[int]

@@ -45,6 +45,15 @@ class InboundMessage(models.Model):
     server_action_done = models.BooleanField(
         default=False, help_text="The after-import action ran on the server."
     )
+    # The server would not hand the message over (a FETCH answered NO or BYE, a RETR -ERR): the
+    # row keeps its place in the ledger without bytes and is asked for again at later polls.
+    fetch_error = models.TextField(
+        blank=True, help_text="Why the server would not hand the message over; empty once read."
+    )
+    fetch_attempts = models.PositiveSmallIntegerField(default=0)
+    fetch_retry_at = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="When the next poll asks for it again."
+    )
 
     # What processing made of it.
     sender = models.CharField(max_length=320, blank=True)

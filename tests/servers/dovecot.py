@@ -600,7 +600,7 @@ def _require_account(name: str, hint: str) -> None:
         raise DovecotError(f"Dovecot runs helper processes as {name!r}, which is missing ({hint})")
 
 
-def _start(root: Path, **options: str) -> Dovecot:
+def start_dovecot(root: Path, **options: str) -> Dovecot:
     server = Dovecot(root, **options)
     for attempt in range(3):
         try:
@@ -649,7 +649,7 @@ passdb {{
 
 @pytest.fixture(scope="session")
 def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
-    server = _start(tmp_path_factory.mktemp("dovecot"))
+    server = start_dovecot(tmp_path_factory.mktemp("dovecot"))
     try:
         yield server
     finally:
@@ -675,7 +675,7 @@ def _oauth_dovecot(
     root = tmp_path_factory.mktemp("dovecot-oauth")
     shared = _shared_dir()  # readable by Dovecot's auth process, unlike the pytest temp dir
     extra = oauth2_config(shared, f"{oauth_server.url}/introspect", mechanisms)
-    server = _start(root, extra_config=extra, password_mechanisms="plain login")
+    server = start_dovecot(root, extra_config=extra, password_mechanisms="plain login")
     try:
         yield server
     finally:
