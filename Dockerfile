@@ -23,4 +23,4 @@ RUN DEBUG=false SECRET_KEY=collectstatic-only \
     && chown -R postroom /var/lib/postroom
 USER postroom
 EXPOSE 8000
-CMD ["gunicorn", "channels_app.wsgi", "--bind=0.0.0.0:8000"]
+CMD ["gunicorn", "channels_app.wsgi", "--config=python:channels_app.gunicorn_conf", "--bind=0.0.0.0:8000"]

@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "mailboxes",
     "cases",
     "pollers",
+    "channels_app",  # the project's own system checks (channels_app/checks.py)
 ]
 
 MIDDLEWARE = [
@@ -308,15 +309,17 @@ POSTROOM_WEBHOOK_TIMEOUT = env.float("POSTROOM_WEBHOOK_TIMEOUT", default=10.0)
 # /healthz fails when beat's heartbeat is older than this, or (if required) no IMAP IDLE
 # listener runs. /metrics takes `Authorization: Bearer <token>`; without a token set, only
 # direct requests from this machine (loopback, not through a proxy). With Celery's prefork
-# workers set PROMETHEUS_MULTIPROC_DIR (an empty folder shared with web, see README).
+# workers set PROMETHEUS_MULTIPROC_DIR (a folder shared with web, emptied at start, see README).
 POSTROOM_HEALTH_BEAT_MAX_AGE = env.int("POSTROOM_HEALTH_BEAT_MAX_AGE", default=120)
 POSTROOM_HEALTH_REQUIRE_LISTENER = env.bool("POSTROOM_HEALTH_REQUIRE_LISTENER", default=False)
 POSTROOM_METRICS_TOKEN = envsecret("POSTROOM_METRICS_TOKEN", default="")
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
-if not PROMETHEUS_MULTIPROC_DIR:
-    # prometheus_client switches to multiprocess mode when the variable merely exists: an
-    # empty one (say, copied from .env.example) would break every counter.
-    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+# prometheus_client's mode is fixed before the first counter exists, so here: the folder is
+# created when missing; one that cannot be used leaves this process counting in memory (and
+# saying why on stderr) instead of failing on every counter. Empty means unset.
+from channels_app.metrics_folder import multiprocess_configure  # noqa: E402 - see above
+
+multiprocess_configure(PROMETHEUS_MULTIPROC_DIR)
 # A channel's round-trip probe turns red after this many missed in a row (amber before).
 POSTROOM_ROUND_TRIP_RED_AFTER = env.int("POSTROOM_ROUND_TRIP_RED_AFTER", default=2)
 

@@ -3,7 +3,11 @@ what an operator relies on (health checks, shared storage, start order) is there
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -84,3 +88,34 @@ def test_the_image_copies_only_what_exists():
         if line.startswith("COPY "):
             for source in line.split()[1:-1]:
                 assert (ROOT / source).exists(), source
+
+
+def test_every_postroom_service_writes_its_counters_in_one_folder_emptied_at_start():
+    """Web's /metrics adds up the counters the workers, beat and listener wrote."""
+    folders = set()
+    for name in POSTROOM_SERVICES:
+        folder = SERVICES[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+        mounts = dict(volume.split(":")[::-1] for volume in SERVICES[name]["volumes"])
+        folders.add((folder, mounts.get(folder)))
+    [(folder, volume)] = folders
+    assert volume in COMPOSE["volumes"], volume
+    # A named volume (compose's `tmpfs:` is per container) of type tmpfs: mounted with the
+    # first container that uses it, gone with the last, so every start begins empty.
+    assert COMPOSE["volumes"][volume]["driver_opts"]["type"] == "tmpfs"
+    assert "mode=1777" in COMPOSE["volumes"][volume]["driver_opts"]["o"]  # the image's user
+
+
+def test_gunicorn_accepts_the_web_command_with_its_configuration_module(tmp_path):
+    web = [arg for arg in SERVICES["web"]["command"] if "${" not in arg]
+    docker_cmd = json.loads(re.search(r"^CMD (\[.*\])$", DOCKERFILE, re.MULTILINE)[1])
+    config = "--config=python:channels_app.gunicorn_conf"
+    assert config in web and config in docker_cmd
+    checked = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--check-config", *web[1:]],
+        cwd=ROOT,
+        env={**os.environ, "POSTROOM_VAR_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stderr

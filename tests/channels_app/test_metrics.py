@@ -3,6 +3,9 @@ queries, counters of what polls, sends and token refreshes did, and nothing for 
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
 from datetime import timedelta
@@ -13,14 +16,16 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from channels_app.metrics_folder import process_identifier
 from mailboxes.models import InboundMessage, Mailbox, OutboundMessage
 from mailboxes.oauth import mailbox_access_token
 from providers.oauth import OAuthFailed, SignInRefused
-from tests.launch import ROOT
+from tests.launch import ROOT, wait_until
 from tests.mailboxes.test_oauth_sign_in import approve, come_back, oauth_channel, start
 from tests.pollers import conftest as pollers
 from tests.pollers.conftest import message
 from tests.pollers.listening import child_environ
+from tests.servers.net import free_port
 
 pytestmark = pytest.mark.django_db
 # The mail-in fixtures: channels on the Dovecot fixture, polled as a worker polls them.
@@ -165,27 +170,79 @@ def test_counters_of_other_processes_add_up_in_multiprocess_mode(
     settings,
     tmp_path,
 ):
-    """What a Celery prefork child counts shows on the web process's /metrics."""
+    """What a Celery prefork child counts shows on the web process's /metrics; the shared
+    folder need not exist beforehand."""
     mailbox = connected()
     dovecot.deliver(mail_user, message(1))
-    shared = tmp_path / "prometheus"
-    shared.mkdir()
-    env = child_environ(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(shared))
+    shared = tmp_path / "run" / "prometheus"  # created by the first process that starts
     for _ in range(2):  # two processes, one after the other
-        subprocess.run(
-            [sys.executable, "manage.py", "poll", mailbox.name],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        poll_in_a_process(tmp_path, mailbox, shared)
 
     settings.PROMETHEUS_MULTIPROC_DIR = str(shared)
     samples = scrape(client)
 
     assert samples[("postroom_polls_total", ("result", "ok"))] == 2
     assert samples[("postroom_messages_stored_total",)] == 1
+    assert samples[("postroom_counters_available",)] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_folder_that_cannot_be_used_stops_nothing_and_says_what_to_set(
+    client,
+    connected,
+    dovecot,
+    mail_user,
+    settings,
+    tmp_path,
+):
+    """The night-time page: PROMETHEUS_MULTIPROC_DIR points where no folder can be made. Workers
+    poll and store on, and every place an operator looks says what to set."""
+    mailbox = connected()
+    dovecot.deliver(mail_user, message(1))
+    (tmp_path / "a-file").write_text("")
+    unusable = tmp_path / "a-file" / "prometheus"
+
+    polled = poll_in_a_process(tmp_path, mailbox, unusable)
+    checked = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT,
+        env=child_environ(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(unusable)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    settings.PROMETHEUS_MULTIPROC_DIR = str(unusable)
+    response = client.get("/metrics")
+
+    assert "1 message(s) stored" in polled.stdout, polled.stdout
+    said = f"PROMETHEUS_MULTIPROC_DIR={unusable} does not exist and cannot be created"
+    assert said in polled.stderr  # the process's own log, as it starts
+    assert "channels_app.W001" in checked.stderr and said in checked.stderr
+    assert "every Postroom process on this machine can write" in checked.stderr
+    assert mailbox.inbound_messages.count() == 1
+    # /metrics still serves the channel gauges (a failed scrape would hide them as well),
+    # flags the missing counters, and says why in a comment.
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert f"# PROMETHEUS_MULTIPROC_DIR={unusable} does not exist, so" in text
+    samples = scrape(client)
+    assert samples[("postroom_counters_available",)] == 0
+    online = ("postroom_channel_online", ("channel", mailbox.channel_id), ("name", mailbox.name))
+    assert samples[online] == 1
+    assert not any(name == "postroom_polls_total" for name, *_ in samples)
+
+
+def poll_in_a_process(var_dir, mailbox: Mailbox, folder) -> subprocess.CompletedProcess:
+    """`manage.py poll` (a worker, as far as counters go) with PROMETHEUS_MULTIPROC_DIR=folder."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "poll", mailbox.name],
+        cwd=ROOT,
+        env=child_environ(var_dir, PROMETHEUS_MULTIPROC_DIR=str(folder)),
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_token_refreshes_are_counted_by_outcome(
@@ -215,3 +272,34 @@ def test_token_refreshes_are_counted_by_outcome(
     for outcome in ("rotated", "refreshed", "failed", "refused"):
         key = ("postroom_oauth_token_refreshes_total", ("outcome", outcome))
         assert after[key] - before.get(key, 0) == 1, outcome
+
+
+def test_gunicorn_marks_a_dead_workers_files_dead(tmp_path):
+    """The master's child_exit hook (channels_app/gunicorn_conf.py) does prometheus_client's
+    bookkeeping for a worker that died: its live gauges go (Postroom has none yet; this keeps
+    one from lingering), its counters stay part of the totals."""
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    log = tmp_path / "gunicorn.log"
+    command = [
+        *(sys.executable, "-m", "gunicorn", "channels_app.wsgi", "--workers=1"),
+        *("--config=python:channels_app.gunicorn_conf", f"--bind=127.0.0.1:{free_port()}"),
+    ]
+    env = child_environ(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(folder))
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+    try:
+        booted = wait_until(
+            lambda: re.search(r"Booting worker with pid: (\d+)", log.read_text()), what="a worker"
+        )
+        pid = int(booted[1])
+        live = folder / f"gauge_livesum_{process_identifier(pid)}.db"
+        counted = folder / f"counter_{process_identifier(pid)}.db"
+        live.write_bytes(b"")
+        counted.write_bytes(b"")
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not live.exists(), what="the dead worker's live gauge file to go")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert counted.exists()
