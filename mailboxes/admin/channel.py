@@ -108,6 +108,16 @@ def _when(moment: datetime | None) -> str:
     return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S %Z") if moment else "-"
 
 
+# Changing any of these may mend an outgoing login the server refused (SMTP falls back to the
+# incoming username and password when it has none of its own).
+OUTGOING_LOGIN_FIELDS = {
+    *FIELD_GROUPS["Send emails (outgoing server)"],
+    "username",
+    "password",
+    "auth_type",
+}
+
+
 class AliasInline(admin.TabularInline):
     model = Alias
     form = AliasForm
@@ -208,6 +218,14 @@ class MailboxAdmin(MessageCountsMixin, OAuthAdminMixin, FirstSyncAdminMixin, adm
             messages.warning(request, warning)
         if form.report is not None:
             self._report(request, obj, form.report)
+        if change and obj.outbox_paused and set(form.changed_data) & OUTGOING_LOGIN_FIELDS:
+            # The administrator changed what the outgoing server refused: try it at once.
+            outbox_resume(mailbox=obj)
+            messages.info(
+                request,
+                f"{obj.name}: outbox resumed; waiting mail is sent with the new settings (the "
+                "outbox pauses again if the server still refuses them).",
+            )
 
     # --- Actions -------------------------------------------------------------------------
 

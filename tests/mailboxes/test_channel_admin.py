@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from mailboxes.models import Mailbox
+from channels_app.celery import app as celery_app
+from mailboxes.models import Mailbox, OutboundMessage
+from pollers.outbox import outbox_send_due
+from tests.pollers.conftest import enqueue
 
 pytestmark = pytest.mark.django_db
 
@@ -182,3 +185,29 @@ def test_delete_names_the_channel_and_counts_what_it_holds(admin_client, channel
 
     admin_client.post(url, {"post": "yes"})
     assert not Mailbox.objects.exists()
+
+
+def test_mending_the_outgoing_password_resumes_a_paused_outbox_at_once(
+    admin_client, channel_data, mail_user, smtp, django_capture_on_commit_callbacks
+):
+    admin_client.post(ADD_URL, channel_data())
+    mailbox = Mailbox.objects.get()
+    Mailbox.objects.filter(pk=mailbox.pk).update(smtp_password="wrong")
+    row = enqueue(mailbox)
+    assert outbox_send_due(mailbox_id=mailbox.pk).paused
+
+    change = reverse("admin:mailboxes_mailbox_change", args=[mailbox.pk])
+    celery_app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = admin_client.post(
+                change, channel_data(smtp_password=mail_user.password), follow=True
+            )
+    finally:
+        celery_app.conf.task_always_eager = False
+
+    assert "outbox resumed" in response.content.decode()
+    mailbox.refresh_from_db()
+    row.refresh_from_db()
+    assert not mailbox.outbox_paused and row.state == OutboundMessage.State.SENT
+    assert len(smtp.wait_for(1)) == 1
