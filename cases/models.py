@@ -257,6 +257,11 @@ class QueueItem(models.Model):
     inbound = models.OneToOneField(
         InboundMessage, on_delete=models.CASCADE, related_name="queue_item"
     )
+    # A follow-up (it answers a message still waiting): not offered on its own; taking the
+    # item it follows takes it too, into the same case.
+    follows = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="follow_ups"
+    )
     sender = models.CharField(max_length=320, blank=True)
     subject = models.CharField(max_length=500, blank=True)
     state = models.CharField(

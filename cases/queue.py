@@ -37,22 +37,47 @@ def queue_flow(incoming: Incoming) -> Decision:
     joined, _note = thread_join(incoming)
     if joined is not None:
         return joined
-    if not incoming.mailbox.allow_new_case:
+    head = _waiting_conversation(incoming)
+    if head is None and not incoming.mailbox.allow_new_case:
         return refuse(incoming)
     item = QueueItem.objects.create(
         mailbox=incoming.mailbox,
         inbound=incoming.message,
+        follows=head,
         sender=incoming.parsed.sender[:320],
         subject=incoming.parsed.subject[:500],
     )
-    reason = f"Queued for the channel's agents (queue item {item.pk})"
+    if head is not None:
+        reason = f"Queued with the email it answers (queue item {head.pk}), taken together"
+    else:
+        reason = f"Queued for the channel's agents (queue item {item.pk})"
     return Decision(Outcome.PROCESSED, reason, {"queue_item": item.pk}, wrote=True)
+
+
+def _waiting_conversation(incoming: Incoming) -> QueueItem | None:
+    """The waiting item whose email (or a follow-up of it) this one answers: one conversation
+    is one item, so two agents never take halves of it."""
+    named = [*incoming.parsed.in_reply_to, *incoming.parsed.references]
+    if not named:
+        return None
+    answered = (
+        QueueItem.objects.filter(
+            mailbox=incoming.mailbox, state=State.WAITING, inbound__message_id__in=named
+        )
+        .select_related("follows")
+        .first()
+    )
+    if answered is None:
+        return None
+    return answered.follows or answered
 
 
 def queue_waiting(*, mailboxes: Iterable[Mailbox] | QuerySet) -> QuerySet[QueueItem]:
     """The items waiting on these channels, oldest first."""
     return (
         QueueItem.objects.filter(mailbox__in=mailboxes, state=State.WAITING)
+        # A follow-up waits with its conversation; alone only if it came as that was taken.
+        .exclude(follows__state=State.WAITING)
         .select_related("mailbox")
         .order_by("created_at", "pk")
     )
@@ -80,10 +105,44 @@ def queue_take(*, item_id: int, user) -> Case | None:
         )
         if not won:
             return None
-        item = QueueItem.objects.select_related("inbound", "mailbox").get(pk=item_id)
+        item = QueueItem.objects.select_related("inbound", "mailbox", "follows").get(pk=item_id)
+        if item.follows and item.follows.case_id:
+            _follow_up_add(item, item.follows.case, user, now)
+            return item.follows.case
         case = _case_open_for(item, user)
         QueueItem.objects.filter(pk=item.pk).update(case=case)
+        for follow_up in item.follow_ups.select_related("inbound", "mailbox").order_by("pk"):
+            _follow_up_add(follow_up, case, user, now)
     return case
+
+
+def _follow_up_add(item: QueueItem, case: Case, user, now) -> None:
+    """A follow-up joins the case its conversation became, as a reply would have."""
+    message = item.inbound
+    parsed = mail_parse(message.raw_bytes(), arrived=message.server_date or message.stored_at)
+    joined_by = (
+        CaseMessage.JoinedBy.IN_REPLY_TO if parsed.in_reply_to else CaseMessage.JoinedBy.REFERENCES
+    )
+    added = case_message_add_inbound(
+        case=case,
+        incoming=Incoming(message, item.mailbox, parsed),
+        joined_by=joined_by,
+        detail=f"queued with the email it answers, taken by {user.get_username()}",
+    )
+    QueueItem.objects.filter(pk=item.pk).update(
+        state=State.TAKEN, taken_by=user, taken_at=now, case=case
+    )
+    _ledger_says(
+        message,
+        {"queue_item": item.pk, "case": case.pk, "case_message": added.pk, "joined_by": joined_by},
+        f"Queued with the email it answers, then "
+        f"taken by {user.get_username()}: case #{case.reference}",
+    )
+
+
+def _ledger_says(message: InboundMessage, result: dict, reason: str) -> None:
+    InboundMessage.objects.filter(pk=message.pk).update(result=result, outcome_reason=reason)
+    ProcessingStep.objects.update_or_create(message=message, step=STEP, defaults={"result": result})
 
 
 def _case_open_for(item: QueueItem, user) -> Case:
@@ -111,9 +170,5 @@ def _case_open_for(item: QueueItem, user) -> Case:
         case=case, kind=CaseEvent.Kind.ASSIGN, actor=user, detail=f"Taken from the queue by {who}"
     )
     result = {"queue_item": item.pk, "case": case.pk, "case_message": added.pk, "joined_by": "new"}
-    InboundMessage.objects.filter(pk=message.pk).update(
-        result=result,
-        outcome_reason=f"Queued, then taken by {who}: case #{case.reference}",
-    )
-    ProcessingStep.objects.update_or_create(message=message, step=STEP, defaults={"result": result})
+    _ledger_says(message, result, f"Queued, then taken by {who}: case #{case.reference}")
     return case

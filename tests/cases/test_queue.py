@@ -118,6 +118,51 @@ def test_the_customers_reply_after_taking_joins_the_case(queued, receive, ann):
     assert not queue_waiting(mailboxes=[support]).exists()
 
 
+@pytest.mark.django_db
+def test_a_follow_up_before_anyone_took_the_email_waits_with_it_and_joins_its_case(
+    queued, receive, ann
+):
+    support = queued()
+    first = receive(support, mail(subject="Broken kettle"))
+    second = receive(
+        support,
+        mail(
+            subject="Re: Broken kettle",
+            body="Also the lid.",
+            headers={"In-Reply-To": first.message_id},
+        ),
+    )
+    third = receive(  # answers the follow-up: still the same conversation
+        support,
+        mail(
+            subject="Re: Broken kettle",
+            body="And the cord.",
+            headers={"References": second.message_id},
+        ),
+    )
+    receive(support, mail(sender="Dan <dan@example.org>", subject="Other"))
+
+    assert [i.subject for i in queue_waiting(mailboxes=[support])] == ["Broken kettle", "Other"]
+    assert (
+        "Queued with the email it answers"
+        in InboundMessage.objects.get(pk=second.pk).outcome_reason
+    )
+
+    case = queue_take_next(user=ann, mailboxes=[support])
+
+    assert [(m.inbound_id, m.joined_by) for m in case.messages.order_by("pk")] == [
+        (first.pk, CaseMessage.JoinedBy.NEW),
+        (second.pk, CaseMessage.JoinedBy.IN_REPLY_TO),
+        (third.pk, CaseMessage.JoinedBy.REFERENCES),
+    ]
+    assert case_of(second) == case_of(third) == case
+    assert set(QueueItem.objects.exclude(subject="Other").values_list("state", "taken_by")) == {
+        (State.TAKEN, ann.pk)
+    }
+    assert [i.subject for i in queue_waiting(mailboxes=[support])] == ["Other"]
+    assert queue_take_next(user=ann, mailboxes=[support]).subject == "Other"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_agents_taking_at_once_never_get_the_same_email(queued, dovecot, poll, ann, bob):
     support = queued()
