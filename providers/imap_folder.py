@@ -128,9 +128,20 @@ class ImapFolder:
                 **self._fetch_messages(full, b"BODY.PEEK[]", _BODY),
                 **self._fetch_messages(over, b"BODY.PEEK[HEADER]", _HEADER),
             }
+            self._check_gone(list(uids), [uid for uid in uids if uid not in found])
         for uid in uids:
             self._sizes.pop(uid, None)
         return [found[uid] for uid in uids if uid in found]
+
+    def _check_gone(self, asked: list[int], missing: list[int]) -> None:
+        """What a FETCH left out must really be expunged: a message still in the folder that
+        came back without its content is refused (all of `asked`, so the caller finds it one
+        at a time), never skipped past by the cursor."""
+        if not missing:
+            return
+        self.client.noop()  # take in the EXPUNGEs another session caused, so SEARCH agrees
+        if self.client.search(["UID", _uid_set(missing)]):
+            raise self._refused(asked, "no content came back though it is still in the folder")
 
     def headers(self, uids: Sequence[int], fields: Sequence[str]) -> dict[int, bytes]:
         """Chosen header fields by UID (header lines plus the blank line), without \\Seen."""
@@ -227,11 +238,11 @@ class ImapFolder:
             bye = self._bye()
             if bye is None:
                 raise  # the connection broke: not the messages' fault
-            raise self._refused(uids, bye, connection_lost=True) from exc
+            raise self._refused(uids, _said(bye), connection_lost=True) from exc
         except imaplib.IMAP4.error as exc:
             alive = sorted(set(self.client.search(["UID", _uid_set(uids)])))
             if len(alive) == len(set(uids)):
-                raise self._refused(uids, str(exc).split(" failed: ", 1)[-1]) from exc
+                raise self._refused(uids, _said(str(exc).split(" failed: ", 1)[-1])) from exc
             return self._fetch_items(alive, items)
 
     def _bye(self) -> str | None:
@@ -239,8 +250,7 @@ class ImapFolder:
         said = self.client._imap.untagged_responses.get("BYE")
         return said[-1].decode("utf-8", "replace") if said else None
 
-    def _refused(self, uids: list[int], said: str, *, connection_lost: bool = False):
-        reason = f"server said: {server_said(said).rstrip('.')}"
+    def _refused(self, uids: list[int], reason: str, *, connection_lost: bool = False):
         which = f"message UID {uids[0]}" if len(uids) == 1 else f"{len(uids)} messages"
         return FetchRefused(
             f"{self._server.host} would not hand over {which} in '{self.folder}' ({reason}).",
@@ -294,6 +304,10 @@ class ImapFolder:
                 where = f"{self._server.host} port {self._server.port}"
                 reason = exc.reason or exc.strerror or str(exc)
                 raise ProtocolError(f"The IMAP connection to {where} broke ({reason}).") from exc
+
+
+def _said(reply: str) -> str:
+    return f"server said: {server_said(reply).rstrip('.')}"
 
 
 def batch_uids(
