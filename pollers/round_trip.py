@@ -184,6 +184,7 @@ def _arrived(row: InboundMessage, token: str, *, channel_id: str, sent_at: datet
     now = timezone.now()
     seconds = max(0.0, (now - sent_at).total_seconds())
     mine = Mailbox.objects.filter(pk=row.mailbox_id, channel_id=channel_id)
+    alerted = mine.filter(round_trip_alerted_at__isnull=False).exists()
     awaited = mine.filter(round_trip_sent_at=sent_at).update(
         round_trip_sent_at=None,
         round_trip_deadline=None,
@@ -197,6 +198,9 @@ def _arrived(row: InboundMessage, token: str, *, channel_id: str, sent_at: datet
     if awaited:
         ROUND_TRIPS.labels(result="arrived").inc()
         reason = f"Round-trip probe sent by Postroom; came back in {seconds:.1f} s"
+        if alerted:  # they were told it stopped: tell them it works again
+            mailbox = Mailbox.objects.get(pk=row.mailbox_id)
+            transaction.on_commit(lambda: _notify_administrators(mailbox, "round_trip_recovered"))
     else:
         logger.info("channel %s: a late or stray round-trip probe arrived", channel_id)
         reason = (
@@ -308,11 +312,11 @@ def _missed(mailbox: Mailbox, sent_at: datetime, detail: str, *, now=None) -> No
     first_red = Mailbox.objects.filter(pk=mailbox.pk, round_trip_alerted_at__isnull=True)
     if red and first_red.update(round_trip_alerted_at=now or timezone.now()):
         mailbox.round_trip_failures, mailbox.round_trip_detail = failures, detail
-        transaction.on_commit(lambda: _notify_administrators(mailbox))
+        transaction.on_commit(lambda: _notify_administrators(mailbox, "round_trip_failing"))
 
 
-def _notify_administrators(mailbox: Mailbox) -> None:
-    """One mail to everyone who may change channels, when the probe turns red."""
+def _notify_administrators(mailbox: Mailbox, template: str) -> None:
+    """One mail to everyone who may change channels, when the probe turns red or green again."""
     users = get_user_model().objects.with_perm("mailboxes.change_mailbox").filter(is_staff=True)
     recipients = sorted(set(users.exclude(email="").values_list("email", flat=True)))
     if not recipients:
@@ -322,8 +326,8 @@ def _notify_administrators(mailbox: Mailbox) -> None:
         "change_url": settings.POSTROOM_BASE_URL.rstrip("/")
         + reverse("admin:mailboxes_mailbox_change", args=[mailbox.pk]),
     }
-    subject = render_to_string("pollers/mail/round_trip_failing_subject.txt", context)
-    body = render_to_string("pollers/mail/round_trip_failing.txt", context)
+    subject = render_to_string(f"pollers/mail/{template}_subject.txt", context)
+    body = render_to_string(f"pollers/mail/{template}.txt", context)
     try:
         send_mail(" ".join(subject.split()), body, None, recipients)
     except OSError as exc:  # smtplib's errors are OSErrors too

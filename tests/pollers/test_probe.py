@@ -153,15 +153,19 @@ def test_a_probe_that_never_arrives_turns_amber_then_red_and_mails_administrator
     assert mailbox.email_address in alert.subject
     assert f"/admin/mailboxes/mailbox/{mailbox.pk}/change/" in alert.body
 
-    # The next probe gets through: green again, and a later outage mails again.
+    # The next probe gets through: green again, one mail saying so, and a later outage mails
+    # again.
     round_trip_send(mailbox_id=mailbox.pk)
     relay(smtp, dovecot, mail_user, count=4)
-    poll(mailbox)
+    with django_capture_on_commit_callbacks(execute=True):
+        poll(mailbox)
     mailbox.refresh_from_db()
     assert mailbox.round_trip_state == RoundTrip.OK
     assert mailbox.round_trip_failures == 0
     assert mailbox.round_trip_alerted_at is None
     assert mailbox.health == Mailbox.Status.OK
+    assert len(mailoutbox) == 2
+    assert "arriving again" in mailoutbox[1].subject and "came back in" in mailoutbox[1].body
 
 
 def test_a_probe_the_outgoing_server_refuses_counts_as_missed(probed, smtp):
