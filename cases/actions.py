@@ -20,7 +20,7 @@ from cases.access import mailboxes_for
 from cases.auto_reply import reply_subject
 from cases.filtering import channel_addresses
 from cases.models import Attachment, Case, CaseEvent, CaseMessage, CaseParticipant, Contact, Task
-from cases.services import attachment_storage_name, case_message_add_outbound
+from cases.records import attachment_storage_name, case_message_add_outbound
 from cases.threads import participants_add
 from mailboxes.compose import Draft, OutgoingAttachment, template_render
 from mailboxes.models import Alias, Mailbox

@@ -18,14 +18,13 @@ from django.utils import timezone
 
 from cases.auto_reply import acknowledgement_send, confirmation_send, refusal_send
 from cases.models import Case, CaseMessage, Confirmation
-from cases.services import (
-    Decision,
-    Incoming,
+from cases.records import (
     case_message_add_inbound,
     case_message_add_outbound,
     case_open,
     contact_for,
 )
+from cases.services import Decision, Incoming
 from cases.threads import thread_find
 from cases.webhooks import webhook_enqueue
 from mailboxes.models import InboundMessage

@@ -16,14 +16,8 @@ from django.utils import timezone
 from cases.flows import refuse, thread_join
 from cases.models import Case, CaseEvent, CaseMessage, QueueItem
 from cases.parse import mail_parse
-from cases.services import (
-    STEP,
-    Decision,
-    Incoming,
-    case_message_add_inbound,
-    case_open,
-    contact_for,
-)
+from cases.records import case_message_add_inbound, case_open, contact_for
+from cases.services import STEP, Decision, Incoming
 from mailboxes.models import InboundMessage, Mailbox, ProcessingStep
 
 Outcome = InboundMessage.Outcome

@@ -5,15 +5,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('cases', '0005_search_indexes'),
+        ("cases", "0005_search_indexes"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='queueitem',
-            name='follows',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='follow_ups', to='cases.queueitem'),
+            model_name="queueitem",
+            name="follows",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="follow_ups",
+                to="cases.queueitem",
+            ),
         ),
     ]
