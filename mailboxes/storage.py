@@ -4,6 +4,8 @@ transaction. Nothing may change on the server until that transaction has committ
 
 from __future__ import annotations
 
+import email.errors
+import email.header
 import email.parser
 import email.policy
 import hashlib
@@ -44,11 +46,34 @@ class Fetched:
         return hashlib.sha256(self.raw).hexdigest()
 
 
-def message_id_of(raw: bytes) -> str:
-    """The Message-ID header as written (stripped), or "" — from the headers alone."""
+@dataclass(frozen=True)
+class Headline:
+    """Who wrote, about what, under which Message-ID: read from the header block as the mail is
+    stored, so the ledger says it whatever processing later makes of the message."""
+
+    message_id: str
+    sender: str
+    subject: str
+
+
+def headline_of(raw: bytes) -> Headline:
     headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
     value = headers.get("Message-ID", "")
-    return " ".join(str(value).split())[:255]
+    return Headline(
+        message_id=" ".join(str(value).split())[:255],
+        sender=_decoded(headers.get("From", ""))[:320],
+        subject=_decoded(headers.get("Subject", ""))[:500],
+    )
+
+
+def _decoded(value) -> str:
+    """A header's text with RFC 2047 words decoded; as written when they cannot be."""
+    try:
+        text = str(email.header.make_header(email.header.decode_header(str(value))))
+    except (LookupError, UnicodeError, ValueError, email.errors.HeaderParseError):
+        text = str(value)
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return " ".join(text.replace("\x00", "\ufffd").split())
 
 
 def messages_store(
@@ -100,13 +125,16 @@ def _seen_before(mailbox: Mailbox, row: InboundMessage) -> bool:
 def _prepare(
     mailbox: Mailbox, uidvalidity: int | None, item: Fetched, leave_on_server: bool
 ) -> InboundMessage:
+    headline = headline_of(item.raw)
     row = InboundMessage(
         mailbox=mailbox,
+        message_id=headline.message_id,
+        sender=headline.sender,
+        subject=headline.subject,
         protocol=mailbox.protocol,
         uidvalidity=uidvalidity if item.uid is not None else None,
         uid=item.uid,
         uidl=item.uidl,
-        message_id=message_id_of(item.raw),
         size=item.size,
         sha256=item.sha256,
         truncated=item.truncated,
@@ -159,7 +187,9 @@ def message_refetched(*, row: InboundMessage, fetched: Fetched) -> InboundMessag
     """The server handed over a message it had refused before: the row gets its bytes and
     waits for processing, and its after-import action is due."""
     mailbox = row.mailbox
-    row.sha256, row.message_id = fetched.sha256, message_id_of(fetched.raw)
+    headline = headline_of(fetched.raw)
+    row.sha256, row.message_id = fetched.sha256, headline.message_id
+    row.sender, row.subject = headline.sender, headline.subject
     row.size, row.truncated = fetched.size, fetched.truncated
     row.server_date = fetched.server_date or row.server_date
     row.fetch_error, row.fetch_retry_at = "", None

@@ -110,3 +110,24 @@ def test_the_ledger_lists_filters_and_replays(admin_client, make_channel):
     assert "Replayed 2 message(s); 1 failed again." in response.content.decode()
     good.refresh_from_db()
     assert good.outcome == InboundMessage.Outcome.PROCESSED and good.attempts == 2
+
+
+def test_the_ledger_names_sender_and_subject_from_the_moment_mail_is_stored(
+    admin_client, make_channel
+):
+    """Before processing (or when it fails early) the administrator still finds the customer's
+    email by who sent it, with encoded words decoded."""
+    raw = (
+        b"From: =?iso-8859-1?q?J=F6rg_Kunde?= <jorg@example.org>\r\n"
+        b"Subject: =?utf-8?q?Caf=C3=A9_order?= missing\r\nMessage-ID: <cafe-1@example.org>\r\n"
+        b"\r\nWhere is it?\r\n"
+    )
+    messages_store(
+        mailbox=make_channel(), uidvalidity=1, fetched=[Fetched(raw=raw, size=len(raw), uid=1)]
+    )
+    changelist = reverse("admin:mailboxes_inboundmessage_changelist")
+
+    page = admin_client.get(changelist, {"q": "jorg@example.org"}).content.decode()
+
+    assert "Jörg Kunde" in page and "Café order missing" in page
+    assert "Waiting to be processed" in page
