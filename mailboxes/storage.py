@@ -185,7 +185,8 @@ def message_unreadable_store(
 
 def message_refetched(*, row: InboundMessage, fetched: Fetched) -> InboundMessage:
     """The server handed over a message it had refused before: the row gets its bytes and
-    waits for processing, and its after-import action is due."""
+    waits for processing, and its after-import action is due (unless it is older mail an
+    import brought in: that stays on the server as it is)."""
     mailbox = row.mailbox
     headline = headline_of(fetched.raw)
     row.sha256, row.message_id = fetched.sha256, headline.message_id
@@ -199,7 +200,8 @@ def message_refetched(*, row: InboundMessage, fetched: Fetched) -> InboundMessag
         if fetched.truncated
         else ""
     )
-    row.server_action_done = mailbox.after_import == Mailbox.AfterImport.LEAVE
+    history = row.uid is not None and row.uid <= (mailbox.import_through_uid or 0)
+    row.server_action_done = history or mailbox.after_import == Mailbox.AfterImport.LEAVE
     raw_attach(row, fetched.raw)
     row.save()
     return row

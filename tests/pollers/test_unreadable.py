@@ -170,7 +170,7 @@ def test_an_import_of_older_mail_records_the_refused_message_and_imports_the_res
 ):
     deliver(dovecot, mail_user, *(message(n, subject="Older") for n in range(1, 6)))
     unreadable(mail_user, "Older 3")
-    mailbox = connected()
+    mailbox = connected(after_import=Mailbox.AfterImport.DELETE)  # for new mail, not history
     first_sync_choose(mailbox=mailbox, choice=Mailbox.FirstSync.EVERYTHING)
 
     while history_import_slice(mailbox_id=mailbox.pk).more:
