@@ -258,7 +258,14 @@ def pending_server_actions(*, mailbox: Mailbox) -> list[InboundMessage]:
         rows = rows.filter(uidvalidity=mailbox.uidvalidity, uid__isnull=False)
     else:
         rows = rows.exclude(uidl="")
-    return list(rows.only("pk", "uid", "uidl"))
+    return list(rows.only("pk", "uid", "uidl", "server_copied"))
+
+
+def server_copied_mark(*, mailbox: Mailbox, uids: Iterable[int]) -> None:
+    """These were copied to the move-to folder; only their removal is left (see server_copied)."""
+    InboundMessage.objects.filter(
+        mailbox=mailbox, uidvalidity=mailbox.uidvalidity, uid__in=list(uids)
+    ).update(server_copied=True)
 
 
 def server_actions_done(*, message_ids: Iterable[int]) -> None:

@@ -23,6 +23,7 @@ from mailboxes.storage import (
     pending_server_actions,
     pop3_seen_uidls,
     server_actions_done,
+    server_copied_mark,
 )
 from mailboxes.unreadable import refetch_due, refetch_failed
 from providers.config import IncomingSettings
@@ -226,13 +227,26 @@ def _imap_act(mailbox: Mailbox, folder: ImapFolder, rows) -> ProviderError | Non
         if action == Mailbox.AfterImport.SEEN:
             folder.mark_seen(uids)
         elif action == Mailbox.AfterImport.MOVE:
-            folder.move(uids, mailbox.move_to_folder)
+            _imap_move(mailbox, folder, rows)
         elif action == Mailbox.AfterImport.DELETE:
             folder.delete(uids)
     except ProviderError as err:
         return err
     server_actions_done(message_ids=[row.pk for row in rows])
     return None
+
+
+def _imap_move(mailbox: Mailbox, folder: ImapFolder, rows) -> None:
+    """Move; what an earlier COPY already copied (the delete after it did not happen) is only
+    deleted now, so the move-to folder never gets a second copy."""
+    copied = [row.uid for row in rows if row.server_copied]
+    if copied:
+        folder.delete(copied)
+    folder.move(
+        [row.uid for row in rows if not row.server_copied],
+        mailbox.move_to_folder,
+        copied=lambda uids: server_copied_mark(mailbox=mailbox, uids=uids),
+    )
 
 
 # --- POP3 -----------------------------------------------------------------------------------

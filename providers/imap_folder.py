@@ -161,18 +161,29 @@ class ImapFolder:
             for chunk in _chunks(uids, CHUNK):
                 self.client.add_flags(chunk, [SEEN], silent=True)
 
-    def move(self, uids: Sequence[int], folder: str) -> None:
-        """RFC 6851 MOVE where offered; else COPY, \\Deleted and an expunge of just these."""
+    def move(
+        self,
+        uids: Sequence[int],
+        folder: str,
+        *,
+        copied: Callable[[list[int]], None] | None = None,
+    ) -> None:
+        """RFC 6851 MOVE where offered; else COPY, \\Deleted and an expunge of just these.
+
+        COPY then delete is not atomic: `copied` hears of each chunk copied before its delete,
+        so a caller can remember it and, should the connection break between the two, only
+        delete on the next attempt (instead of copying again). MOVE exists for this reason.
+        """
         self._require_writable("move messages")
         with self._errors():
             for chunk in _chunks(uids, CHUNK):
                 if self.client.has_capability("MOVE"):
                     self._into(folder, self.client.move, chunk)
-                else:
-                    # Not atomic: a connection lost after COPY leaves the messages in both
-                    # folders, and a retry copies them again. MOVE exists for this reason.
-                    self._into(folder, self.client.copy, chunk)
-                    self._delete(chunk)
+                    continue
+                self._into(folder, self.client.copy, chunk)
+                if copied is not None:
+                    copied(chunk)
+                self._delete(chunk)
 
     def delete(self, uids: Sequence[int]) -> None:
         self._require_writable("delete messages")

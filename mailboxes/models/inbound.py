@@ -45,6 +45,11 @@ class InboundMessage(models.Model):
     server_action_done = models.BooleanField(
         default=False, help_text="The after-import action ran on the server."
     )
+    # A move on a server without MOVE is a COPY, then a delete: once copied, a retry only
+    # deletes, so a connection lost between the two does not leave a second copy.
+    server_copied = models.BooleanField(
+        default=False, help_text="Copied to the move-to folder; its removal may be pending."
+    )
     # The server would not hand the message over (a FETCH answered NO or BYE, a RETR -ERR): the
     # row keeps its place in the ledger without bytes and is asked for again at later polls.
     fetch_error = models.TextField(

@@ -6,9 +6,12 @@ import os
 import time
 
 import pytest
+from imapclient import IMAPClient
 
 from mailboxes.models import InboundMessage, Mailbox
 from mailboxes.services import mailbox_cursor_reset
+from providers.errors import ProtocolError
+from providers.imap_folder import ImapFolder
 from tests.pollers.conftest import message
 
 pytestmark = pytest.mark.django_db
@@ -98,6 +101,38 @@ def test_delete_after_import_removes_only_what_was_stored(dovecot, mail_user, co
     poll(mailbox)
     assert len(stored(mailbox)) == 1
     assert len(dovecot.folder_uids(mail_user)) == 1  # the history message is still there
+
+
+def test_a_move_broken_between_copy_and_delete_never_leaves_a_second_copy(
+    dovecot, mail_user, connected, poll, monkeypatch
+):
+    """A server without MOVE (RFC 6851): COPY, then \\Deleted and UID EXPUNGE. The connection
+    breaks after the COPY; the next poll only deletes what was copied."""
+    real_has = IMAPClient.has_capability
+    monkeypatch.setattr(
+        IMAPClient, "has_capability", lambda self, name: name != "MOVE" and real_has(self, name)
+    )
+    real_delete, broken = ImapFolder._delete, []
+
+    def delete_once_broken(self, uids):
+        if not broken:
+            broken.append(uids)
+            raise ProtocolError("The IMAP connection broke (test).")
+        real_delete(self, uids)
+
+    monkeypatch.setattr(ImapFolder, "_delete", delete_once_broken)
+    dovecot.create_folder(mail_user, "Imported")
+    mailbox = connected(after_import=Mailbox.AfterImport.MOVE, move_to_folder="Imported")
+    dovecot.deliver(mail_user, message(1))
+
+    poll(mailbox)
+    assert broken and len(dovecot.folder_uids(mail_user, "Imported")) == 1
+    assert len(dovecot.folder_uids(mail_user)) == 1  # copied, not yet removed
+
+    poll(mailbox)
+    assert dovecot.folder_uids(mail_user) == []
+    assert len(dovecot.folder_uids(mail_user, "Imported")) == 1  # and only one copy
+    assert stored(mailbox)[0].server_action_done
 
 
 def test_a_move_to_a_missing_folder_turns_red_but_keeps_the_mail(
