@@ -90,13 +90,13 @@ def generate(n: int, replies: float, seed: int = 1) -> Iterator[bytes]:
 
 def main(argv: list[str] | None = None) -> None:
     args = _arguments(argv or [])
-    from tests.servers.dovecot import _start  # pytest is a test extra: imported only here
+    from tests.servers.dovecot import start_dovecot  # pytest is a test extra: imported only here
 
     print("load average      {:.2f} {:.2f} {:.2f} at start".format(*os.getloadavg()))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="postroom-bench-") as tmp:
         (Path(tmp) / "dovecot").mkdir()
-        server = _start(Path(tmp) / "dovecot")
+        server = start_dovecot(Path(tmp) / "dovecot")
         try:
             user = server.add_user()
             spec = _spec(server, [user])

@@ -23,11 +23,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench first_sync")
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 5000])
     args = parser.parse_args(argv or [])
-    from tests.servers.dovecot import _start  # pytest is a test extra: imported only here
+    from tests.servers.dovecot import start_dovecot  # pytest is a test extra: imported only here
 
     with tempfile.TemporaryDirectory(prefix="postroom-bench-") as tmp:
         (Path(tmp) / "dovecot").mkdir()
-        server = _start(Path(tmp) / "dovecot")
+        server = start_dovecot(Path(tmp) / "dovecot")
         try:
             results = [_run(server, n, Path(tmp)) for n in args.n]
         finally:

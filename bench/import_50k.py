@@ -42,12 +42,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench import_50k")
     parser.add_argument("--n", type=int, default=50_000)
     args = parser.parse_args(argv or [])
-    from tests.servers.dovecot import _start  # pytest is a test extra: imported only here
+    from tests.servers.dovecot import start_dovecot  # pytest is a test extra: imported only here
 
     print("load average      {:.2f} {:.2f} {:.2f} at start".format(*os.getloadavg()))
     with tempfile.TemporaryDirectory(prefix="postroom-bench-") as tmp, backends() as urls:
         (Path(tmp) / "dovecot").mkdir()
-        server = _start(Path(tmp) / "dovecot")
+        server = start_dovecot(Path(tmp) / "dovecot")
         try:
             user = server.add_user()
             started = time.perf_counter()

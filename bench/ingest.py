@@ -229,14 +229,14 @@ MALFORMED = [_no_blank_line, _lost_boundary, _bad_base64, _bad_headers, _empty]
 
 def main(argv: list[str] | None = None) -> None:
     args = _arguments(argv or [])
-    from tests.servers.dovecot import _start  # pytest is a test extra: imported only here
+    from tests.servers.dovecot import start_dovecot  # pytest is a test extra: imported only here
 
     # Figures from a busy machine mislead: say how busy it was.
     print("load average      {:.2f} {:.2f} {:.2f} at start".format(*os.getloadavg()))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="postroom-bench-") as tmp:
         (Path(tmp) / "dovecot").mkdir()
-        server = _start(Path(tmp) / "dovecot")
+        server = start_dovecot(Path(tmp) / "dovecot")
         try:
             results = [_folder_run(server, n, Path(tmp), args.seed) for n in args.n]
             _memory_targets(results)
@@ -462,9 +462,16 @@ def phase_setup(spec: dict) -> dict:
 
 
 def _channel(spec: dict, name: str, password: str):
+    mailbox = channel_unsaved(spec, name, password)
+    mailbox.save()
+    return mailbox
+
+
+def channel_unsaved(spec: dict, name: str, password: str):
+    """A bench channel on the Dovecot account `name`, not saved yet (callers may bulk-create)."""
     from mailboxes.models import Mailbox
 
-    return Mailbox.objects.create(
+    return Mailbox(
         name=f"Support {name}",
         email_address=f"{name}@example.test",
         protocol="imap",

@@ -21,17 +21,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.ingest import ROOT, _django, _django_env, _spec
+from bench.ingest import ROOT, _django, _django_env, _spec, channel_unsaved
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _arguments(argv or [])
-    from tests.servers.dovecot import _start  # pytest is a test extra: imported only here
+    from tests.servers.dovecot import start_dovecot  # pytest is a test extra: imported only here
 
     print("load average      {:.2f} {:.2f} {:.2f} at start".format(*os.getloadavg()))
     with tempfile.TemporaryDirectory(prefix="postroom-bench-") as tmp, backends() as urls:
         (Path(tmp) / "dovecot").mkdir()
-        server = _start(Path(tmp) / "dovecot")
+        server = start_dovecot(Path(tmp) / "dovecot")
         try:
             users = [server.add_user() for _ in range(args.channels)]
             env = {**_django_env(Path(tmp) / "var"), **urls}
@@ -115,20 +115,7 @@ def phase_setup(spec: dict) -> dict:
 
     call_command("migrate", verbosity=0)
     Mailbox.objects.bulk_create(
-        Mailbox(
-            name=f"Support {name}",
-            email_address=f"{name}@example.test",
-            protocol="imap",
-            incoming_host=spec["host"],
-            incoming_port=spec["port"],
-            incoming_security="ssl",
-            trust_self_signed=True,
-            username=name,
-            password=password,
-            smtp_host="127.0.0.1",
-            smtp_port=25,
-        )
-        for name, password in spec["users"]
+        channel_unsaved(spec, name, password) for name, password in spec["users"]
     )
     return {}
 

@@ -14,17 +14,14 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.mail import send_mail
 from django.db import close_old_connections, transaction
-from django.db.models import Q
-from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
 from mailboxes import oauth_health
 from mailboxes.metrics import TOKEN_REFRESHES
 from mailboxes.models import Mailbox
+from mailboxes.notify import administrators_notify
 from mailboxes.outbox import outbox_resume
 from mailboxes.services import mailbox_token_credentials, network_policy
 from providers import oauth
@@ -339,7 +336,9 @@ def mailbox_oauth_refused(*, mailbox: Mailbox, error: ProviderError) -> str:
     mailbox.oauth_refused_at = mailbox.oauth_refused_at or now
     if changed:
         logger.warning("channel %s: the provider refused the refresh token", mailbox.channel_id)
-        transaction.on_commit(lambda: _notify_administrators(mailbox))
+        transaction.on_commit(
+            lambda: administrators_notify(mailbox, "mailboxes/mail/sign_in_again")
+        )
     return reason
 
 
@@ -353,36 +352,10 @@ def _mail_new_warnings(mailbox: Mailbox, before: list[oauth_health.HealthWarning
             ", ".join(warning.code for warning in appeared),
         )
         transaction.on_commit(
-            lambda: _notify_administrators(mailbox, "credential_warning", {"warnings": appeared})
+            lambda: administrators_notify(
+                mailbox, "mailboxes/mail/credential_warning", {"warnings": appeared}
+            )
         )
-
-
-def _notify_administrators(
-    mailbox: Mailbox, template: str = "sign_in_again", extra: dict | None = None
-) -> None:
-    """One mail to everyone who may change channels (superusers, and staff with the right)."""
-    users = get_user_model().objects.filter(is_active=True, is_staff=True).exclude(email="")
-    permitted = (
-        Q(is_superuser=True)
-        | Q(user_permissions__codename="change_mailbox")
-        | Q(groups__permissions__codename="change_mailbox")
-    )
-    recipients = sorted(set(users.filter(permitted).values_list("email", flat=True)))
-    if not recipients:
-        return
-    context = {
-        **(extra or {}),
-        "mailbox": mailbox,
-        "change_url": settings.POSTROOM_BASE_URL.rstrip("/")
-        + reverse("admin:mailboxes_mailbox_change", args=[mailbox.pk]),
-    }
-    subject = render_to_string(f"mailboxes/mail/{template}_subject.txt", context)
-    body = render_to_string(f"mailboxes/mail/{template}.txt", context)
-    try:
-        send_mail(" ".join(subject.split()), body, None, recipients)
-    except OSError as exc:  # smtplib's errors are OSErrors too
-        # The channel is red on its page either way; a mail server down must not break a poll.
-        logger.warning("channel %s: could not mail administrators: %s", mailbox.channel_id, exc)
 
 
 def _check_account(mailbox: Mailbox, signed_in_as: str) -> None:

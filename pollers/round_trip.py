@@ -21,17 +21,14 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import F, Q
-from django.template.loader import render_to_string
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 from mailboxes.compose import Draft, message_compose
 from mailboxes.models import InboundMessage, Mailbox
+from mailboxes.notify import administrators_notify
 from mailboxes.outbox import mailbox_sender_settings
 from mailboxes.services import mailbox_incoming_settings, mailbox_with_token, network_policy
 from pollers.log_context import channel_logged
@@ -200,7 +197,9 @@ def _arrived(row: InboundMessage, token: str, *, channel_id: str, sent_at: datet
         reason = f"Round-trip probe sent by Postroom; came back in {seconds:.1f} s"
         if alerted:  # they were told it stopped: tell them it works again
             mailbox = Mailbox.objects.get(pk=row.mailbox_id)
-            transaction.on_commit(lambda: _notify_administrators(mailbox, "round_trip_recovered"))
+            transaction.on_commit(
+                lambda: administrators_notify(mailbox, "pollers/mail/round_trip_recovered")
+            )
     else:
         logger.info("channel %s: a late or stray round-trip probe arrived", channel_id)
         reason = (
@@ -312,23 +311,6 @@ def _missed(mailbox: Mailbox, sent_at: datetime, detail: str, *, now=None) -> No
     first_red = Mailbox.objects.filter(pk=mailbox.pk, round_trip_alerted_at__isnull=True)
     if red and first_red.update(round_trip_alerted_at=now or timezone.now()):
         mailbox.round_trip_failures, mailbox.round_trip_detail = failures, detail
-        transaction.on_commit(lambda: _notify_administrators(mailbox, "round_trip_failing"))
-
-
-def _notify_administrators(mailbox: Mailbox, template: str) -> None:
-    """One mail to everyone who may change channels, when the probe turns red or green again."""
-    users = get_user_model().objects.with_perm("mailboxes.change_mailbox").filter(is_staff=True)
-    recipients = sorted(set(users.exclude(email="").values_list("email", flat=True)))
-    if not recipients:
-        return
-    context = {
-        "mailbox": mailbox,
-        "change_url": settings.POSTROOM_BASE_URL.rstrip("/")
-        + reverse("admin:mailboxes_mailbox_change", args=[mailbox.pk]),
-    }
-    subject = render_to_string(f"pollers/mail/{template}_subject.txt", context)
-    body = render_to_string(f"pollers/mail/{template}.txt", context)
-    try:
-        send_mail(" ".join(subject.split()), body, None, recipients)
-    except OSError as exc:  # smtplib's errors are OSErrors too
-        logger.warning("channel %s: could not mail administrators: %s", mailbox.channel_id, exc)
+        transaction.on_commit(
+            lambda: administrators_notify(mailbox, "pollers/mail/round_trip_failing")
+        )
